@@ -1,0 +1,1 @@
+//! Errors that know their HTTP meaning.

@@ -1,0 +1,1 @@
+//! integration (being written).

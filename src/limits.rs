@@ -1,0 +1,44 @@
+//! Every limit Tollgate enforces, in one place, with its unit last in the name.
+//!
+//! These are the defaults; most can be overridden in `[server]` (see `config::ServerConfig`).
+
+/// Request line plus header block, in bytes (431, or 414 when the request line alone is longer).
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// Header fields in one request or upstream response head (431).
+pub const HEADERS_MAX: usize = 100;
+/// Hard ceiling for `headers_max`: the parser's stack array has this many slots.
+pub const HEADERS_CEILING: usize = 256;
+/// Default request body limit per route, in bytes (413). Amazon API Gateway's payload limit is 10 MB.
+pub const BODY_BYTES_MAX: u64 = 10 * 1024 * 1024;
+/// Time allowed to receive a complete request head once its first byte arrived (408, close).
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Idle time allowed on a keep-alive connection between requests (close, no response).
+pub const KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Listen backlog for every SO_REUSEPORT socket.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// Default integration timeout (504), as Amazon API Gateway's 29 s.
+pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
+/// Time allowed to connect to a backend before answering 502.
+pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Idle keep-alive connections kept per backend host, per core.
+pub const UPSTREAM_IDLE_PER_HOST_MAX: usize = 64;
+/// An idle pooled backend connection older than this is closed rather than reused.
+pub const UPSTREAM_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Path parameters captured by one route.
+pub const PATH_PARAMS_MAX: usize = 16;
+/// Chunk-size line (size, extensions) in a chunked body, in bytes.
+pub const CHUNK_LINE_BYTES_MAX: usize = 1024;
+/// Trailer section of a chunked body, in bytes.
+pub const TRAILER_BYTES_MAX: usize = 8 * 1024;
+/// Read buffer per connection, in bytes; grows up to `HEADER_BYTES_MAX` for a head.
+pub const READ_BUF_BYTES: usize = 16 * 1024;
+/// Responses a pipelining client may have outstanding before we stop reading its requests.
+pub const PIPELINE_DEPTH_MAX: usize = 64;
+/// Well-formed incoming `x-request-id` values longer than this are replaced.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Capacity of every bounded channel between a core and the control thread.
+pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
+/// How often each core looks at its control channel and refreshes its clock, in milliseconds.
+pub const CORE_TICK_MS: u64 = 5;
+/// Size of a config file we agree to read, in bytes.
+pub const CONFIG_BYTES_MAX: u64 = 64 * 1024 * 1024;
