@@ -1,28 +1,441 @@
 //! Validated `Config` → immutable `Snapshot`: router built, stage variables substituted into every
-//! template per stage, backend addresses resolved. Runs on the control thread, never on a core.
+//! template per stage, path parameters resolved to indices, backend addresses resolved, metric
+//! labels rendered. Runs on the control thread, never on a core; a core only reads the result.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use crate::router::Router;
+use crate::router::{ApiSpec, Params, Router};
+use crate::telemetry::metrics::route_labels;
 
-use super::Config;
+use super::template::{Part, Template};
+use super::{Config, ConfigError, IntegrationConfig, ServerConfig};
 
-/// What every core serves from. Swapped whole on reload.
+/// What every core serves from. Swapped whole on reload; never mutated.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The config it was compiled from (listeners, limits, admin).
     pub config: Arc<Config>,
     pub router: Router,
+    /// Indexed like the router's APIs (`Match::api`).
+    pub apis: Vec<CompiledApi>,
+    /// Metric label sets, indexed by `CompiledRoute::metric_id`; the last one is for requests
+    /// that matched no route.
+    pub route_labels: Vec<Arc<str>>,
+    /// Increases by one per successful reload.
     pub generation: u64,
 }
 
-#[derive(Debug)]
-pub struct StageRoutes;
-#[derive(Debug)]
-pub struct CompiledRoute;
-#[derive(Debug)]
-pub enum CompiledIntegration {}
+impl Snapshot {
+    pub fn server(&self) -> &ServerConfig {
+        &self.config.server
+    }
 
-pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<String>> {
-    let _ = (config, generation);
-    todo!()
+    /// The metric id for requests no route matched.
+    pub fn unmatched_metric_id(&self) -> usize {
+        self.route_labels.len() - 1
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledApi {
+    pub name: String,
+    /// Indexed like `Match::stage`.
+    pub stages: Vec<StageRoutes>,
+}
+
+/// One stage of an API: every route with the stage's variables applied.
+#[derive(Debug)]
+pub struct StageRoutes {
+    pub name: String,
+    /// Indexed like `Match::route`.
+    pub routes: Vec<CompiledRoute>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// The route key as written, e.g. `GET /hello/{name}`.
+    pub key: String,
+    pub body_bytes_max: u64,
+    pub metric_id: usize,
+    pub integration: CompiledIntegration,
+}
+
+#[derive(Debug)]
+pub enum CompiledIntegration {
+    Mock(MockResponse),
+    HttpProxy(ProxyTarget),
+}
+
+/// A mock integration's answer, with only path parameters left to fill per request.
+#[derive(Debug)]
+pub struct MockResponse {
+    pub status: u16,
+    /// Lower-case names; values rendered per request.
+    pub headers: Vec<(Box<[u8]>, Rendered)>,
+    pub body: Rendered,
+}
+
+/// An `http_proxy` integration's backend for one stage.
+#[derive(Debug)]
+pub struct ProxyTarget {
+    /// Resolved once at compile time.
+    pub addr: SocketAddr,
+    /// `host[:port]` as written in the URI: the `Host` header sent to the backend.
+    pub authority: Box<str>,
+    /// The URI's path (starting with '/') with `{param}` holes.
+    pub path: Rendered,
+    /// A query string written in the URI (without '?'), sent before the client's.
+    pub query: Option<Box<str>>,
+    pub timeout_ms: u64,
+}
+
+/// A template after stage-variable substitution: literal bytes and path-parameter holes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    parts: Vec<RenderedPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RenderedPart {
+    Literal(Box<[u8]>),
+    /// Index into the route's parameters (`RouteKey::param_names` order).
+    Param(usize),
+}
+
+impl Rendered {
+    /// A template with no holes.
+    pub fn literal(bytes: &[u8]) -> Rendered {
+        Rendered { parts: vec![RenderedPart::Literal(bytes.into())] }
+    }
+
+    /// The bytes, when the template has no parameter holes.
+    pub fn as_static(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [RenderedPart::Literal(l)] => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Length of the rendered output for this request.
+    pub fn len(&self, path: &str, params: &Params) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                RenderedPart::Literal(l) => l.len(),
+                RenderedPart::Param(i) => params.get(path, *i).map_or(0, str::len),
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Appends the rendered bytes to `out`. `path` is the path given to `Router::find`.
+    pub fn render(&self, path: &str, params: &Params, out: &mut Vec<u8>) {
+        for p in &self.parts {
+            match p {
+                RenderedPart::Literal(l) => out.extend_from_slice(l),
+                RenderedPart::Param(i) => {
+                    out.extend_from_slice(params.get(path, *i).unwrap_or("").as_bytes())
+                }
+            }
+        }
+    }
+}
+
+/// Builds the snapshot. Errors have no line (`line == 0`): they are about the config as a whole
+/// (two APIs on one host and base path) or the world (a backend name that does not resolve).
+pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let specs: Vec<ApiSpec> = config
+        .apis
+        .iter()
+        .map(|api| ApiSpec {
+            host: api.host.clone(),
+            base_path: api.base_path.clone(),
+            stages: api.stages.iter().map(|s| s.name.clone()).collect(),
+            routes: api.routes.iter().map(|r| r.key.clone()).collect(),
+        })
+        .collect();
+    let router = match Router::build(&specs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            errors.push(whole(e.0));
+            None
+        }
+    };
+
+    let mut route_labels = Vec::new();
+    let mut apis = Vec::with_capacity(config.apis.len());
+    for api in &config.apis {
+        let mut stages = Vec::with_capacity(api.stages.len());
+        for stage in &api.stages {
+            let mut routes = Vec::with_capacity(api.routes.len());
+            for route in &api.routes {
+                let names = route.key.param_names();
+                let where_ = format!("api {} stage {} route {}", api.name, stage.name, route.key_text);
+                let integration = match &route.integration {
+                    IntegrationConfig::Mock { status, headers, body } => {
+                        let mut hs = Vec::with_capacity(headers.len());
+                        for (name, value) in headers {
+                            match resolve(value, &stage.variables, &names) {
+                                Ok(v) => hs.push((name.as_bytes().into(), v)),
+                                Err(e) => errors.push(whole(format!("{where_}: header {name}: {e}"))),
+                            }
+                        }
+                        match resolve(body, &stage.variables, &names) {
+                            Ok(body) => Some(CompiledIntegration::Mock(MockResponse {
+                                status: *status,
+                                headers: hs,
+                                body,
+                            })),
+                            Err(e) => {
+                                errors.push(whole(format!("{where_}: body: {e}")));
+                                None
+                            }
+                        }
+                    }
+                    IntegrationConfig::HttpProxy { uri, timeout_ms } => {
+                        match proxy_target(uri, &stage.variables, &names, *timeout_ms) {
+                            Ok(t) => Some(CompiledIntegration::HttpProxy(t)),
+                            Err(e) => {
+                                errors.push(whole(format!("{where_}: uri: {e}")));
+                                None
+                            }
+                        }
+                    }
+                };
+                let Some(integration) = integration else { continue };
+                route_labels.push(route_labels_for(&api.name, &stage.name, &route.key_text));
+                routes.push(CompiledRoute {
+                    key: route.key_text.clone(),
+                    body_bytes_max: route.body_bytes_max.unwrap_or(config.server.body_bytes_max),
+                    metric_id: route_labels.len() - 1,
+                    integration,
+                });
+            }
+            stages.push(StageRoutes { name: stage.name.clone(), routes });
+        }
+        apis.push(CompiledApi { name: api.name.clone(), stages });
+    }
+    route_labels.push(route_labels_for("", "", ""));
+
+    match router {
+        Some(router) if errors.is_empty() => Ok(Snapshot {
+            config: Arc::new(config),
+            router,
+            apis,
+            route_labels,
+            generation,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
+    route_labels(api, stage, route)
+}
+
+fn whole(message: String) -> ConfigError {
+    ConfigError { line: 0, col: 0, message }
+}
+
+/// Substitutes stage variables and turns path-parameter names into indices.
+fn resolve(
+    t: &Template,
+    vars: &std::collections::BTreeMap<String, String>,
+    names: &[&str],
+) -> Result<Rendered, String> {
+    let t = t.substitute_stage_vars(vars);
+    let mut parts: Vec<RenderedPart> = Vec::with_capacity(t.parts.len());
+    for p in &t.parts {
+        match p {
+            Part::Literal(l) => match parts.last_mut() {
+                Some(RenderedPart::Literal(prev)) => {
+                    let mut v = prev.to_vec();
+                    v.extend_from_slice(l.as_bytes());
+                    *prev = v.into();
+                }
+                _ => parts.push(RenderedPart::Literal(l.as_bytes().into())),
+            },
+            Part::PathParam(name) => {
+                let i = names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| format!("the route has no path parameter {{{name}}}"))?;
+                parts.push(RenderedPart::Param(i));
+            }
+            Part::StageVar(name) => return Err(format!("stage variable {name} is not defined")),
+        }
+    }
+    Ok(Rendered { parts })
+}
+
+/// Splits a substituted proxy URI into a resolved address, authority, path template and query.
+fn proxy_target(
+    uri: &Template,
+    vars: &std::collections::BTreeMap<String, String>,
+    names: &[&str],
+    timeout_ms: u64,
+) -> Result<ProxyTarget, String> {
+    let full = resolve(uri, vars, names)?;
+    // The scheme and authority must be literal once stage variables are in.
+    let head: &[u8] = match full.parts.first() {
+        Some(RenderedPart::Literal(l)) => l,
+        _ => return Err("the URI must start with http://host".into()),
+    };
+    let rest = head
+        .strip_prefix(b"http://")
+        .ok_or_else(|| "only http:// backends are supported".to_string())?;
+    let auth_end = rest.iter().position(|&b| matches!(b, b'/' | b'?')).unwrap_or(rest.len());
+    if auth_end == rest.len() && full.parts.len() > 1 {
+        return Err("a path parameter cannot be part of the backend's host or port".into());
+    }
+    let authority = std::str::from_utf8(&rest[..auth_end])
+        .map_err(|_| "the backend's host is not UTF-8".to_string())?;
+    if authority.is_empty() {
+        return Err("the URI has no host".into());
+    }
+    let addr = resolve_authority(authority)?;
+
+    // Everything after the authority: path (with holes) and an optional literal query.
+    let mut tail = full.clone();
+    tail.parts[0] = RenderedPart::Literal(rest[auth_end..].into());
+    let mut path = Rendered { parts: Vec::new() };
+    let mut query = None;
+    for p in tail.parts {
+        match p {
+            RenderedPart::Literal(l) if query.is_none() && l.contains(&b'?') => {
+                let q = l.iter().position(|&b| b == b'?').unwrap_or(l.len());
+                if q > 0 {
+                    path.parts.push(RenderedPart::Literal(l[..q].into()));
+                }
+                query = Some(String::from_utf8_lossy(&l[q + 1..]).into_owned());
+            }
+            p if query.is_some() => {
+                // Only literal text may follow '?'.
+                match p {
+                    RenderedPart::Literal(l) => {
+                        if let Some(q) = query.as_mut() {
+                            q.push_str(&String::from_utf8_lossy(&l));
+                        }
+                    }
+                    RenderedPart::Param(_) => {
+                        return Err("path parameters are not supported in the URI's query".into());
+                    }
+                }
+            }
+            RenderedPart::Literal(l) if l.is_empty() => {}
+            p => path.parts.push(p),
+        }
+    }
+    match path.parts.first() {
+        Some(RenderedPart::Literal(l)) if l.starts_with(b"/") => {}
+        None => path.parts.push(RenderedPart::Literal(b"/"[..].into())),
+        _ => path.parts.insert(0, RenderedPart::Literal(b"/"[..].into())),
+    }
+    Ok(ProxyTarget {
+        addr,
+        authority: authority.into(),
+        path,
+        query: query.filter(|q| !q.is_empty()).map(Into::into),
+        timeout_ms,
+    })
+}
+
+fn resolve_authority(authority: &str) -> Result<SocketAddr, String> {
+    let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+    let mut addrs = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve backend {authority}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("backend {authority} resolved to no address"))
+}
+
+fn has_port(authority: &str) -> bool {
+    match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_compile(text: &str) -> Snapshot {
+        let config = super::super::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        compile(config, 1).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:0\"]\n";
+
+    #[test]
+    fn proxy_uri_splits_into_address_path_and_query() {
+        let snap = parse_compile(&format!(
+            "{BASE}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"ANY /o/{{id}}/{{proxy+}}\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://${{stageVariables.b}}/x/{{id}}/y/{{proxy}}?k=v\" }}\n\
+             [[api.stage]]\nname = \"prod\"\nvariables = {{ b = \"127.0.0.1:9000\" }}\n"
+        ));
+        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration else {
+            panic!("not a proxy")
+        };
+        assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(&*t.authority, "127.0.0.1:9000");
+        assert_eq!(t.query.as_deref(), Some("k=v"));
+        let path = "/o/7/a/b";
+        let mut params = Params::default();
+        params.push(3, 4);
+        params.push(5, 8);
+        let mut out = Vec::new();
+        t.path.render(path, &params, &mut out);
+        assert_eq!(out, b"/x/7/y/a/b");
+        assert_eq!(t.path.len(path, &params), out.len());
+    }
+
+    #[test]
+    fn proxy_without_path_gets_root() {
+        let snap = parse_compile(&format!(
+            "{BASE}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://localhost:9\" }}\n"
+        ));
+        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration else {
+            panic!("not a proxy")
+        };
+        assert_eq!(t.path.as_static(), Some(&b"/"[..]));
+        assert_eq!(t.addr.port(), 9);
+    }
+
+    #[test]
+    fn mock_templates_resolve_params_and_stage_vars() {
+        let snap = parse_compile(&format!(
+            "{BASE}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /hello/{{name}}\"\n\
+             integration = {{ type = \"mock\", body = \"hi ${{request.path.name}} from ${{stageVariables.who}}\" }}\n\
+             [[api.stage]]\nname = \"$default\"\nvariables = {{ who = \"tg\" }}\n"
+        ));
+        let CompiledIntegration::Mock(m) = &snap.apis[0].stages[0].routes[0].integration else {
+            panic!("not a mock")
+        };
+        let mut params = Params::default();
+        params.push(7, 10);
+        let mut out = Vec::new();
+        m.body.render("/hello/bob", &params, &mut out);
+        assert_eq!(out, b"hi bob from tg");
+        assert_eq!(m.status, 200);
+        assert_eq!(snap.route_labels.len(), 2);
+        assert_eq!(snap.unmatched_metric_id(), 1);
+    }
+
+    #[test]
+    fn unresolvable_backend_is_an_error() {
+        let config = super::super::parse(&format!(
+            "{BASE}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://no-such-host.invalid/\" }}\n"
+        ))
+        .unwrap();
+        let errs = compile(config, 1).unwrap_err();
+        assert!(errs[0].message.contains("cannot resolve backend no-such-host.invalid"), "{errs:?}");
+    }
 }

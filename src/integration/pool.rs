@@ -1,0 +1,94 @@
+//! Per-core keep-alive pools of backend connections, keyed by backend address.
+//!
+//! Core-local (no locks). A connection goes back to the pool only after a response was read to
+//! its end with nothing left over; idle connections older than `upstream_idle_timeout_ms` are
+//! dropped by the core's once-a-second sweep, and at most `upstream_idle_per_host_max` are
+//! kept per backend.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use compio::net::TcpStream;
+
+use crate::config::ServerConfig;
+use crate::limits::READ_BUF_BYTES;
+
+/// A backend connection with its read buffer (kept with it so reuse costs no allocation).
+#[derive(Debug)]
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// Empty whenever the connection is in the pool.
+    pub buf: Vec<u8>,
+    /// Requests this connection has carried; 0 for a fresh one.
+    pub uses: u64,
+}
+
+impl UpstreamConn {
+    pub fn new(stream: TcpStream, addr: SocketAddr) -> Self {
+        UpstreamConn { stream, addr, buf: Vec::with_capacity(READ_BUF_BYTES), uses: 0 }
+    }
+}
+
+#[derive(Debug)]
+pub struct UpstreamPool {
+    idle: AHashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+}
+
+impl UpstreamPool {
+    pub fn new(server: &ServerConfig) -> Self {
+        UpstreamPool {
+            idle: AHashMap::new(),
+            max_idle_per_host: server.upstream_idle_per_host_max,
+            idle_timeout: Duration::from_millis(server.upstream_idle_timeout_ms),
+        }
+    }
+
+    /// Applies new limits from a reloaded config; idle connections stay.
+    pub fn reconfigure(&mut self, server: &ServerConfig) {
+        self.max_idle_per_host = server.upstream_idle_per_host_max;
+        self.idle_timeout = Duration::from_millis(server.upstream_idle_timeout_ms);
+    }
+
+    /// The most recently used idle connection to `addr` that has not expired.
+    pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<UpstreamConn> {
+        let list = self.idle.get_mut(&addr)?;
+        while let Some((conn, since)) = list.pop() {
+            if now.duration_since(since) < self.idle_timeout {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was fully read.
+    pub fn put(&mut self, mut conn: UpstreamConn, now: Instant) {
+        if self.max_idle_per_host == 0 {
+            return;
+        }
+        conn.buf.clear();
+        let list = self.idle.entry(conn.addr).or_default();
+        if list.len() >= self.max_idle_per_host {
+            // Drop the oldest: the most recent ones are the least likely to be closed by the backend.
+            list.remove(0);
+        }
+        list.push((conn, now));
+    }
+
+    /// Drops expired idle connections.
+    pub fn sweep(&mut self, now: Instant) {
+        let timeout = self.idle_timeout;
+        self.idle.retain(|_, list| {
+            list.retain(|(_, since)| now.duration_since(*since) < timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections held for `addr` (for tests and metrics).
+    pub fn idle_count(&self, addr: SocketAddr) -> usize {
+        self.idle.get(&addr).map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,31 @@
+//! Messages between the control thread and the cores. Sent in batches at a core's tick or on
+//! rare events (reload, metrics read, stop), never per request.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::config::Snapshot;
+use crate::telemetry::MetricsShard;
+
+/// Control thread → core.
+#[derive(Debug)]
+pub enum ToCore {
+    /// Serve new requests from this snapshot; requests in flight finish on the old one.
+    Snapshot(Arc<Snapshot>),
+    /// Send a copy of your metrics to this channel.
+    Collect(Sender<MetricsShard>),
+    /// Stop accepting and leave the event loop.
+    Stop,
+}
+
+/// Core → control thread.
+#[derive(Debug)]
+pub enum FromCore {
+    /// The core listens on every listener and serves.
+    Ready { core: usize },
+    /// The core swapped in the snapshot of this generation.
+    Swapped { core: usize, generation: u64 },
+    /// The core could not start; the process cannot serve as configured.
+    Failed { core: usize, error: String },
+}

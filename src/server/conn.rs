@@ -1,0 +1,380 @@
+//! The HTTP/1.1 connection driver: reads request heads, routes them, answers from a mock or
+//! forwards them, in order, until the connection ends.
+//!
+//! Phases of one request:
+//! ```text
+//! read head (idle timeout before the first byte, header timeout after it: 408)
+//!   → parse in place (400/414/431/501/505 close the connection)
+//!   → route (404) → body limit (413) → plan: mock response, or backend request head
+//!   → body: drained (mock, errors) or streamed to the backend (proxy)
+//!   → response into the output buffer; written before the next read (pipelined responses
+//!     are written together) → metrics
+//! ```
+//! Parsing and planning are synchronous and borrow the read buffer; everything that waits on
+//! I/O works on owned state (`Exchange`), so no head outlives a read.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use compio::net::TcpStream;
+
+use crate::config::CompiledIntegration;
+use crate::error::ErrorKind;
+use crate::http1::{self, BodyDecoder, Framing, HeadLimits, RequestHead, Version};
+use crate::integration::http_proxy::{self, Exchange, Failure};
+use crate::limits::HEADERS_CEILING;
+use crate::router::Params;
+use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
+
+use super::core::{CoreCtx, CoreSnapshot};
+use super::downstream::{Downstream, ReadError};
+use super::respond::{self, CONTINUE, Meta, RequestId};
+
+/// Output bytes of pipelined responses held back before a write.
+const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
+
+/// Serves one client connection to its end.
+pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    ctx.metrics.borrow_mut().connection_opened();
+    let mut conn = Conn { ctx: ctx.clone(), down: Downstream::new(stream), peer, req: Vec::new(), params: Params::default() };
+    conn.run().await;
+    ctx.metrics.borrow_mut().connection_closed();
+}
+
+struct Conn {
+    ctx: Rc<CoreCtx>,
+    down: Downstream,
+    peer: Option<SocketAddr>,
+    /// Reused buffer for backend request heads and body chunks.
+    req: Vec<u8>,
+    params: Params,
+}
+
+/// What to do once a head is parsed and planned.
+enum Plan {
+    /// A response is in `out` from `resp_start`.
+    Respond { x: Exchange, status: u16, slot: u32, resp_start: usize, body: BodyPlan },
+    /// The backend request head is in `req`.
+    Proxy { x: Exchange, slot: u32, snap: Rc<CoreSnapshot>, api: usize, stage: usize, route: usize },
+    /// The head was refused; the error response is in `out`; close after writing.
+    Refuse { status: u16, slot: u32, started: Instant, why: String },
+}
+
+/// What happens to the request body of a `Respond` plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyPlan {
+    /// Read and discard it (bounded by the route's limit), then keep the connection.
+    Drain,
+    /// It is already consumed (or there is none).
+    None,
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        let mut head_started: Option<Instant> = None;
+        loop {
+            if self.ctx.stopping() {
+                let _ = self.down.flush().await;
+                return;
+            }
+            let snap = self.ctx.snapshot();
+            let server = snap.snap.server();
+            let limits = HeadLimits { header_bytes_max: server.header_bytes_max, headers_max: server.headers_max };
+
+            let plan = if self.down.avail().is_empty() {
+                None
+            } else {
+                let started = *head_started.get_or_insert_with(Instant::now);
+                self.plan(&snap, &limits, started).map(|(plan, head_len)| {
+                    self.down.consume(head_len);
+                    plan
+                })
+            };
+
+            let Some(plan) = plan else {
+                // Need more bytes: write what is pending first (the client may wait for it).
+                if self.down.flush().await.is_err() {
+                    return;
+                }
+                let deadline = match head_started {
+                    None => Instant::now() + Duration::from_millis(server.keepalive_idle_timeout_ms),
+                    Some(t) => t + Duration::from_millis(server.header_read_timeout_ms),
+                };
+                let was_empty = self.down.avail().is_empty();
+                match self.down.fill(Some(deadline), limits.header_bytes_max).await {
+                    Ok(_) => {
+                        if was_empty {
+                            head_started = Some(Instant::now());
+                        }
+                    }
+                    Err(ReadError::Timeout) if head_started.is_some() => {
+                        self.refuse_now(&snap, ErrorKind::RequestTimeout, "request head not complete within header_read_timeout_ms").await;
+                        return;
+                    }
+                    // Idle keep-alive timeout, end of stream, reset: close quietly.
+                    Err(_) => return,
+                }
+                continue;
+            };
+            head_started = None;
+
+            let keep = match plan {
+                Plan::Refuse { status, slot, started, why } => {
+                    crate::log_debug!("http1", "{}: {status}: {why}", peer_str(self.peer));
+                    let _ = self.down.flush().await;
+                    self.record(slot, status, started);
+                    false
+                }
+                Plan::Respond { x, status, slot, resp_start, body } => self.respond(x, status, slot, resp_start, body).await,
+                Plan::Proxy { x, slot, snap, api, stage, route } => self.proxy(x, slot, &snap, api, stage, route).await,
+            };
+            if !keep {
+                let _ = self.down.flush().await;
+                return;
+            }
+            if !self.down.avail().is_empty() {
+                head_started = Some(Instant::now());
+            }
+            if self.down.out.len() >= PIPELINE_FLUSH_BYTES && self.down.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Parses the buffered head and decides. `None`: the head is incomplete. The `usize` is the
+    /// head's length, for the caller to consume once the borrow of the buffer ends.
+    fn plan(&mut self, snap: &Rc<CoreSnapshot>, limits: &HeadLimits, started: Instant) -> Option<(Plan, usize)> {
+        let ctx = &*self.ctx;
+        let (avail, out) = self.down.parts();
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        let head = match http1::parse_request(avail, &mut headers, limits) {
+            Ok(Some(head)) => head,
+            Ok(None) => return None,
+            Err(e) => {
+                let kind = ErrorKind::from(e);
+                let id = new_request_id(ctx, None);
+                let date = ctx.date();
+                let meta = Meta { date: &date, request_id: &id, keep_alive: false, http10: false };
+                respond::error(out, kind, &meta, false);
+                let plan = Plan::Refuse {
+                    status: kind.status(),
+                    slot: snap.slots[snap.snap.unmatched_metric_id()],
+                    started,
+                    why: e.to_string(),
+                };
+                return Some((plan, 0));
+            }
+        };
+        let head_len = head.head_len;
+        Some((plan_head(ctx, snap, &head, avail, out, &mut self.req, &mut self.params, self.peer, started), head_len))
+    }
+
+    /// Finishes a locally answered request: drains its body if needed, records it.
+    async fn respond(&mut self, mut x: Exchange, status: u16, slot: u32, resp_start: usize, body: BodyPlan) -> bool {
+        let mut status = status;
+        if body == BodyPlan::Drain && !x.body.is_done() {
+            // Hold the response back until the body is read: if the body breaks a limit, the
+            // client gets 413/400 instead.
+            let resp = self.down.out.split_off(resp_start);
+            if x.expect_continue && self.down.avail().is_empty() {
+                self.down.out.extend_from_slice(CONTINUE);
+            }
+            match self.drain(&mut x).await {
+                Ok(()) => self.down.out.extend_from_slice(&resp),
+                Err(Some(kind)) => {
+                    x.keep_alive = false;
+                    status = kind.status();
+                    let date = self.ctx.date();
+                    let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: false, http10: x.http10 };
+                    respond::error(&mut self.down.out, kind, &meta, x.is_head);
+                }
+                Err(None) => {
+                    self.record(slot, 499, x.started);
+                    return false;
+                }
+            }
+        }
+        self.record(slot, status, x.started);
+        x.keep_alive
+    }
+
+    /// Reads and discards the rest of the request body. `Err(Some(kind))`: answer with that
+    /// error and close; `Err(None)`: the client is gone.
+    async fn drain(&mut self, x: &mut Exchange) -> Result<(), Option<ErrorKind>> {
+        loop {
+            let (used, n) = http_proxy::pump(&mut x.body, self.down.avail(), None, false).map_err(|_| Some(ErrorKind::BadRequest))?;
+            self.down.consume(used);
+            x.body_seen += n;
+            if x.body_seen > x.body_limit {
+                return Err(Some(ErrorKind::PayloadTooLarge));
+            }
+            if x.body.is_done() {
+                return Ok(());
+            }
+            if self.down.flush().await.is_err() {
+                return Err(None);
+            }
+            match self.down.fill(Some(Instant::now() + x.client_read_timeout), x.head_limits.header_bytes_max).await {
+                Ok(_) => {}
+                Err(_) => return Err(None),
+            }
+        }
+    }
+
+    async fn proxy(&mut self, mut x: Exchange, slot: u32, snap: &Rc<CoreSnapshot>, api: usize, stage: usize, route: usize) -> bool {
+        let CompiledIntegration::HttpProxy(target) = &snap.snap.apis[api].stages[stage].routes[route].integration else {
+            // plan_head only makes Proxy plans for proxy routes.
+            unreachable!("proxy plan for a non-proxy route")
+        };
+        // Earlier pipelined responses go first.
+        if self.down.flush().await.is_err() {
+            return false;
+        }
+        match http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await {
+            Ok(r) => {
+                self.record(slot, r.status, x.started);
+                r.keep_alive
+            }
+            Err(Failure::Respond(kind, why)) => {
+                crate::log_warn!("proxy", "{} {}: {why}", kind.status(), request_label(&snap.snap.apis[api].name, &snap.snap.apis[api].stages[stage].routes[route].key));
+                // The request body may be half read: the connection cannot carry another request
+                // unless the body was fully consumed.
+                let keep = x.keep_alive && x.body.is_done() && !kind.closes_connection() && kind != ErrorKind::PayloadTooLarge;
+                let date = self.ctx.date();
+                let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: keep, http10: x.http10 };
+                respond::error(&mut self.down.out, kind, &meta, x.is_head);
+                self.record(slot, kind.status(), x.started);
+                keep
+            }
+            Err(Failure::Abort(why)) => {
+                crate::log_warn!("proxy", "connection from {} cut: {why}", peer_str(self.peer));
+                self.record(slot, 499, x.started);
+                false
+            }
+        }
+    }
+
+    /// Answers an error outside any parsed request (header timeout) and closes.
+    async fn refuse_now(&mut self, snap: &Rc<CoreSnapshot>, kind: ErrorKind, why: &str) {
+        crate::log_debug!("http1", "{}: {}: {why}", peer_str(self.peer), kind.status());
+        let id = new_request_id(&self.ctx, None);
+        let date = self.ctx.date();
+        let meta = Meta { date: &date, request_id: &id, keep_alive: false, http10: false };
+        respond::error(&mut self.down.out, kind, &meta, false);
+        let _ = self.down.flush().await;
+        let slot = snap.slots[snap.snap.unmatched_metric_id()];
+        self.record(slot, kind.status(), Instant::now());
+    }
+
+    fn record(&self, slot: u32, status: u16, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        self.ctx.metrics.borrow_mut().record(slot, status, us);
+    }
+}
+
+fn peer_str(p: Option<SocketAddr>) -> String {
+    p.map_or_else(|| "?".to_string(), |p| p.to_string())
+}
+
+fn request_label(api: &str, route: &str) -> String {
+    format!("api {api} route {route}")
+}
+
+fn new_request_id(ctx: &CoreCtx, incoming: Option<&[u8]>) -> RequestId {
+    match incoming {
+        Some(v) if request_id::is_well_formed(v) => RequestId::new(v),
+        _ => {
+            let mut buf = [0u8; REQUEST_ID_LEN];
+            ctx.ids.next(&mut buf);
+            RequestId::new(&buf)
+        }
+    }
+}
+
+/// Routes a parsed head and writes either the response (into `out`) or the backend request head
+/// (into `req`).
+#[allow(clippy::too_many_arguments)]
+fn plan_head(
+    ctx: &CoreCtx,
+    snap: &Rc<CoreSnapshot>,
+    head: &RequestHead<'_, '_>,
+    avail: &[u8],
+    out: &mut Vec<u8>,
+    req: &mut Vec<u8>,
+    params: &mut Params,
+    peer: Option<SocketAddr>,
+    started: Instant,
+) -> Plan {
+    let server = snap.snap.server();
+    let request_id = new_request_id(ctx, http1::header_value(head.headers, "x-request-id"));
+    let date = ctx.date();
+    let is_head = head.method == "HEAD";
+    let http10 = head.version == Version::Http10;
+    let mut x = Exchange {
+        started,
+        request_id,
+        date,
+        body: BodyDecoder::new(head.framing),
+        body_chunked: head.framing == Framing::Chunked,
+        body_limit: server.body_bytes_max,
+        body_seen: 0,
+        expect_continue: head.expect_continue,
+        keep_alive: head.keep_alive,
+        http10,
+        is_head,
+        idempotent: matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        client_read_timeout: Duration::from_millis(server.keepalive_idle_timeout_ms),
+        head_limits: HeadLimits { header_bytes_max: server.header_bytes_max, headers_max: server.headers_max },
+        connect_timeout: Duration::from_millis(server.upstream_connect_timeout_ms),
+    };
+    let head_len = head.head_len;
+    let resp_start = out.len();
+
+    let host = head.host.map(http1::host_without_port).unwrap_or("");
+    params.clear();
+    let Some(m) = snap.snap.router.find(host, head.method, head.path, params) else {
+        let slot = snap.slots[snap.snap.unmatched_metric_id()];
+        return local_error(ctx, x, ErrorKind::NotFound, slot, avail, head_len, out);
+    };
+    let route = &snap.snap.apis[m.api].stages[m.stage].routes[m.route];
+    let slot = snap.slots[route.metric_id];
+    x.body_limit = route.body_bytes_max;
+    if let Framing::Length(n) = head.framing
+        && n > route.body_bytes_max
+    {
+        return local_error(ctx, x, ErrorKind::PayloadTooLarge, slot, avail, head_len, out);
+    }
+
+    match &route.integration {
+        CompiledIntegration::Mock(m) => {
+            let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: x.keep_alive, http10 };
+            respond::mock(out, m, head.path, params, &meta, is_head);
+            Plan::Respond { status: m.status, slot, resp_start, body: BodyPlan::Drain, x }
+        }
+        CompiledIntegration::HttpProxy(target) => {
+            req.clear();
+            http_proxy::render_request(req, head, target, params, peer, &x.request_id);
+            Plan::Proxy { x, slot, snap: snap.clone(), api: m.api, stage: m.stage, route: m.route }
+        }
+    }
+}
+
+/// An error answered without reading a body the client may still send: the connection stays
+/// open only when the whole body is already buffered (it is skipped) or there is none.
+fn local_error(ctx: &CoreCtx, mut x: Exchange, kind: ErrorKind, slot: u32, avail: &[u8], head_len: usize, out: &mut Vec<u8>) -> Plan {
+    let resp_start = out.len();
+    let mut probe = x.body.clone();
+    let rest = &avail[head_len..];
+    let fits = matches!(http_proxy::pump(&mut probe, rest, None, false), Ok(_)) && probe.is_done();
+    if kind == ErrorKind::PayloadTooLarge || !fits {
+        x.keep_alive = false;
+    }
+    let date = ctx.date();
+    let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: x.keep_alive, http10: x.http10 };
+    respond::error(out, kind, &meta, x.is_head);
+    // The body (if any, and if it fits) is drained from the buffer without I/O.
+    let body = if x.keep_alive { BodyPlan::Drain } else { BodyPlan::None };
+    Plan::Respond { status: kind.status(), slot, resp_start, body, x }
+}

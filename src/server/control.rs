@@ -1,0 +1,316 @@
+//! The control thread: owns the config file, the current snapshot and the channels to every
+//! core. It starts the cores, reloads (SIGHUP, admin `POST /reload`), collects metrics for
+//! `/metrics`, and stops the process on SIGTERM/SIGINT.
+//!
+//! It never blocks a core: cores read their channel at their tick; the control thread waits
+//! only on its own inbox (signals, admin requests, core reports).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+
+use crate::config::{self, Config, ConfigError, Snapshot};
+use crate::limits::CONTROL_CHANNEL_CAPACITY;
+use crate::net::bind_listeners;
+use crate::runtime::{FromCore, ToCore, allowed_cpus, online_cpus};
+use crate::telemetry::{metrics, request_id};
+use crate::{log_error, log_info, log_warn};
+
+/// How long the control thread waits for every core to answer (swap, metrics).
+const CORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests from the admin listener.
+#[derive(Debug)]
+pub enum AdminRequest {
+    /// Reload the config file; answer with the new generation or every error.
+    Reload(Sender<Result<u64, Vec<String>>>),
+    /// Merged Prometheus text.
+    Metrics(Sender<String>),
+}
+
+/// State the admin thread reads without asking the control thread.
+#[derive(Debug, Default)]
+pub struct AdminShared {
+    /// Every core listens.
+    pub ready: AtomicBool,
+    /// `admin.token` of the current config.
+    pub token: Mutex<Option<String>>,
+}
+
+/// How `tollgate serve` was invoked.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    /// `--cores`, overriding `server.cores`.
+    pub cores: Option<usize>,
+}
+
+/// A problem that keeps the server from starting, with what to tell the operator.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Formats config errors as `path:line:col: error: message`.
+pub fn format_errors(path: &std::path::Path, errors: &[ConfigError]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            if e.line == 0 {
+                format!("{}: error: {}", path.display(), e.message)
+            } else {
+                format!("{}:{}:{}: error: {}", path.display(), e.line, e.col, e.message)
+            }
+        })
+        .collect()
+}
+
+/// Loads and compiles the config file.
+pub fn load_snapshot(path: &std::path::Path, generation: u64) -> Result<Snapshot, Vec<String>> {
+    let config = config::load(path).map_err(|e| format_errors(path, &e))?;
+    config::compile(config, generation).map_err(|e| format_errors(path, &e))
+}
+
+/// Runs the server until SIGTERM/SIGINT. Returns once every core has stopped.
+pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
+    let snap = load_snapshot(&opts.config_path, 1).map_err(|e| StartError(e.join("\n")))?;
+    let server = &snap.config.server;
+    let cores = opts.cores.or(server.cores).unwrap_or_else(online_cpus).max(1);
+    let bound = bind_listeners(&server.listen, cores, server.backlog).map_err(|e| StartError(e.to_string()))?;
+    let admin_listener = match snap.config.admin.listen {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("cannot listen on admin address {addr}: {e}")))?),
+        None => None,
+    };
+
+    let signals = signal_channel().map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
+    let shared = Arc::new(AdminShared::default());
+    *lock(&shared.token) = snap.config.admin.token.clone();
+    let snap = Arc::new(snap);
+
+    // Cores.
+    let cpus = allowed_cpus();
+    let seed = request_id::process_seed();
+    let (report_tx, report_rx) = bounded::<FromCore>(CONTROL_CHANNEL_CAPACITY);
+    let mut core_tx = Vec::with_capacity(cores);
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(cores);
+    for (id, listeners) in bound.per_core.into_iter().enumerate() {
+        let (tx, rx) = bounded::<ToCore>(CONTROL_CHANNEL_CAPACITY);
+        core_tx.push(tx);
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        let snap = snap.clone();
+        let report = report_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("tollgate-core-{id}"))
+            .spawn(move || crate::server::core::run_core(id, cpu, listeners, snap, seed, rx, report))
+            .map_err(|e| StartError(format!("cannot start core thread: {e}")))?;
+        threads.push(t);
+    }
+    let mut ready = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while ready < cores {
+        match report_rx.recv_deadline(until) {
+            Ok(FromCore::Ready { .. }) => ready += 1,
+            Ok(FromCore::Failed { core, error }) => {
+                stop_cores(&core_tx, threads);
+                return Err(StartError(format!("core {core} failed to start: {error}")));
+            }
+            Ok(FromCore::Swapped { .. }) => {}
+            Err(_) => {
+                stop_cores(&core_tx, threads);
+                return Err(StartError("cores did not start within 10 s".into()));
+            }
+        }
+    }
+    shared.ready.store(true, Ordering::Release);
+
+    // Admin listener.
+    let (admin_tx, admin_rx) = bounded::<AdminRequest>(64);
+    let admin_addr = match admin_listener {
+        Some(l) => {
+            let addr = l.local_addr().ok();
+            crate::admin::spawn(l, admin_tx, shared.clone()).map_err(|e| StartError(format!("cannot start admin thread: {e}")))?;
+            addr
+        }
+        None => None,
+    };
+
+    // The lines tests and scripts wait for (stdout), then a human one (stderr).
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for a in &bound.addrs {
+            let _ = writeln!(out, "tollgate listening http {a}");
+        }
+        if let Some(a) = admin_addr {
+            let _ = writeln!(out, "tollgate listening admin {a}");
+        }
+        let _ = writeln!(out, "tollgate ready");
+        let _ = out.flush();
+    }
+    let listen: Vec<String> = bound.addrs.iter().map(|a| a.to_string()).collect();
+    log_info!(
+        "control",
+        "serving {} API(s) on {} with {cores} core(s); admin {}",
+        snap.apis.len(),
+        listen.join(", "),
+        admin_addr.map_or("disabled".to_string(), |a| a.to_string())
+    );
+
+    let mut control = Control { path: opts.config_path, snap, core_tx, report_rx, shared, cores_started: cores };
+    control.run(&signals, &admin_rx);
+    log_info!("control", "stopping");
+    stop_cores(&control.core_tx, threads);
+    Ok(())
+}
+
+struct Control {
+    path: PathBuf,
+    snap: Arc<Snapshot>,
+    core_tx: Vec<Sender<ToCore>>,
+    report_rx: Receiver<FromCore>,
+    shared: Arc<AdminShared>,
+    cores_started: usize,
+}
+
+impl Control {
+    fn run(&mut self, signals: &Receiver<i32>, admin: &Receiver<AdminRequest>) {
+        loop {
+            select! {
+                recv(signals) -> sig => match sig {
+                    Ok(signal_hook::consts::SIGHUP) => {
+                        if let Err(errors) = self.reload() {
+                            log_error!("control", "reload (SIGHUP) refused; still serving generation {}:", self.snap.generation);
+                            for e in errors {
+                                log_error!("control", "  {e}");
+                            }
+                        }
+                    }
+                    Ok(_) | Err(_) => return,
+                },
+                recv(admin) -> req => match req {
+                    Ok(AdminRequest::Reload(reply)) => {
+                        let r = self.reload();
+                        if let Err(errors) = &r {
+                            log_error!("control", "reload (admin) refused; still serving generation {}: {}", self.snap.generation, errors.join("; "));
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Ok(AdminRequest::Metrics(reply)) => {
+                        let _ = reply.send(self.collect_metrics());
+                    }
+                    Err(_) => {}
+                },
+                recv(self.report_rx) -> r => {
+                    if let Ok(FromCore::Failed { core, error }) = r {
+                        log_error!("control", "core {core}: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads, validates and compiles the file, then swaps it in on every core. All or nothing:
+    /// on any error the old snapshot keeps serving everywhere.
+    fn reload(&mut self) -> Result<u64, Vec<String>> {
+        let generation = self.snap.generation + 1;
+        let snap = load_snapshot(&self.path, generation)?;
+        restart_only_changes(&self.snap.config, &snap.config, self.cores_started)?;
+        let snap = Arc::new(snap);
+        for tx in &self.core_tx {
+            // Cannot block long: each core drains its channel every tick.
+            let _ = tx.send(ToCore::Snapshot(snap.clone()));
+        }
+        // Wait until every core serves the new snapshot, so that an admin reload that answered
+        // 200 is in effect for the next request on any core.
+        let until = Instant::now() + CORE_ANSWER_TIMEOUT;
+        let mut swapped = 0;
+        while swapped < self.core_tx.len() {
+            match self.report_rx.recv_deadline(until) {
+                Ok(FromCore::Swapped { generation: g, .. }) if g == generation => swapped += 1,
+                Ok(_) => {}
+                Err(_) => {
+                    log_warn!("control", "only {swapped} of {} cores confirmed generation {generation} in time", self.core_tx.len());
+                    break;
+                }
+            }
+        }
+        *lock(&self.shared.token) = snap.config.admin.token.clone();
+        self.snap = snap;
+        log_info!("control", "reloaded {}: generation {generation}, {} API(s)", self.path.display(), self.snap.apis.len());
+        Ok(generation)
+    }
+
+    fn collect_metrics(&self) -> String {
+        let (tx, rx) = bounded(self.core_tx.len());
+        let mut asked = 0;
+        for core in &self.core_tx {
+            if core.send(ToCore::Collect(tx.clone())).is_ok() {
+                asked += 1;
+            }
+        }
+        let until = Instant::now() + CORE_ANSWER_TIMEOUT;
+        let mut shards = Vec::with_capacity(asked);
+        while shards.len() < asked {
+            match rx.recv_deadline(until) {
+                Ok(s) => shards.push(s),
+                Err(_) => break,
+            }
+        }
+        metrics::render(&shards)
+    }
+}
+
+/// Settings that only a restart can change; a reload that changes them is refused whole.
+fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    if old.server.listen != new.server.listen {
+        errors.push("server.listen changed: listeners are bound at start; restart to apply".to_string());
+    }
+    if old.server.backlog != new.server.backlog {
+        errors.push("server.backlog changed: restart to apply".to_string());
+    }
+    if new.server.cores.is_some_and(|c| c != cores) {
+        errors.push(format!("server.cores changed ({cores} running): restart to apply"));
+    }
+    if old.admin.listen != new.admin.listen {
+        errors.push("admin.listen changed: restart to apply".to_string());
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+fn stop_cores(core_tx: &[Sender<ToCore>], threads: Vec<JoinHandle<()>>) {
+    for tx in core_tx {
+        let _ = tx.send(ToCore::Stop);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// SIGHUP, SIGTERM and SIGINT, delivered as messages by a small thread.
+fn signal_channel() -> std::io::Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    let (tx, rx) = bounded(16);
+    std::thread::Builder::new().name("tollgate-signals".into()).spawn(move || {
+        for s in signals.forever() {
+            if tx.send(s).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Locks a mutex, ignoring poisoning (the data is a plain value that is always valid).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

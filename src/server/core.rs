@@ -1,0 +1,219 @@
+//! One core: its context (snapshot, metrics shard, upstream pool, clock, request ids) and its
+//! event loop (accept loops, the tick that reads the control channel).
+//!
+//! Everything here is core-local: `Rc`, `Cell`, `RefCell`. Nothing in a `CoreCtx` is touched by
+//! another thread; the control thread reaches a core only through its channel.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use futures_util::StreamExt;
+
+use crate::config::Snapshot;
+use crate::integration::pool::UpstreamPool;
+use crate::limits::CORE_TICK_MS;
+use crate::runtime::{FromCore, ToCore};
+use crate::telemetry::{CoreMetrics, RequestIds};
+use crate::{log_debug, log_error, log_info, log_warn};
+
+/// A snapshot as one core holds it: the shared immutable config plus this core's metric slots
+/// for its routes. Requests clone the `Rc` (not the `Arc`: no shared atomic per request).
+#[derive(Debug)]
+pub struct CoreSnapshot {
+    pub snap: Arc<Snapshot>,
+    /// `slots[metric_id]`: this core's series for that route.
+    pub slots: Vec<u32>,
+}
+
+/// Per-core state shared by the core's tasks.
+#[derive(Debug)]
+pub struct CoreCtx {
+    pub id: usize,
+    snapshot: RefCell<Rc<CoreSnapshot>>,
+    pub metrics: RefCell<CoreMetrics>,
+    pub pool: RefCell<UpstreamPool>,
+    pub ids: RequestIds,
+    date: RefCell<DateCache>,
+    /// Set by `Stop`: accept loops end, connections close after their current request.
+    stopping: Cell<bool>,
+}
+
+impl CoreCtx {
+    pub fn new(id: usize, snap: Arc<Snapshot>, seed: u64) -> Self {
+        let mut metrics = CoreMetrics::new();
+        let core_snap = Rc::new(map_slots(&mut metrics, snap));
+        let pool = UpstreamPool::new(core_snap.snap.server());
+        CoreCtx {
+            id,
+            snapshot: RefCell::new(core_snap),
+            metrics: RefCell::new(metrics),
+            pool: RefCell::new(pool),
+            ids: RequestIds::new(seed, id),
+            date: RefCell::new(DateCache::new()),
+            stopping: Cell::new(false),
+        }
+    }
+
+    /// The snapshot new requests are served from.
+    pub fn snapshot(&self) -> Rc<CoreSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The current `Date` header value (29 bytes, RFC 9110 IMF-fixdate), refreshed by the tick.
+    pub fn date(&self) -> [u8; 29] {
+        self.date.borrow().value
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn swap(&self, snap: Arc<Snapshot>) {
+        let core_snap = map_slots(&mut self.metrics.borrow_mut(), snap);
+        self.pool.borrow_mut().reconfigure(core_snap.snap.server());
+        *self.snapshot.borrow_mut() = Rc::new(core_snap);
+    }
+}
+
+fn map_slots(metrics: &mut CoreMetrics, snap: Arc<Snapshot>) -> CoreSnapshot {
+    let slots = snap.route_labels.iter().map(|l| metrics.slot(l)).collect();
+    CoreSnapshot { snap, slots }
+}
+
+/// The `Date` header, reformatted at most once per second.
+#[derive(Debug)]
+struct DateCache {
+    second: u64,
+    value: [u8; 29],
+}
+
+impl DateCache {
+    fn new() -> Self {
+        let mut d = DateCache { second: u64::MAX, value: [b' '; 29] };
+        d.refresh(SystemTime::now());
+        d
+    }
+
+    fn refresh(&mut self, now: SystemTime) {
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second {
+            self.second = second;
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == 29 {
+                self.value.copy_from_slice(s.as_bytes());
+            }
+        }
+    }
+}
+
+/// Runs one core until told to stop. Blocks the calling thread (the core's own thread).
+pub fn run_core(
+    id: usize,
+    cpu: Option<usize>,
+    listeners: Vec<std::net::TcpListener>,
+    snap: Arc<Snapshot>,
+    seed: u64,
+    rx: Receiver<ToCore>,
+    tx: Sender<FromCore>,
+) {
+    let rt = match crate::runtime::build_runtime(cpu) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = tx.send(FromCore::Failed { core: id, error: format!("io_uring runtime: {e}") });
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let ctx = Rc::new(CoreCtx::new(id, snap, seed));
+        let mut accepting = Vec::new();
+        for l in listeners {
+            let addr = l.local_addr().ok();
+            match compio::net::TcpListener::from_std(l) {
+                Ok(l) => accepting.push(compio::runtime::spawn(accept_loop(ctx.clone(), l))),
+                Err(e) => {
+                    let _ = tx.send(FromCore::Failed { core: id, error: format!("listener {addr:?}: {e}") });
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(FromCore::Ready { core: id });
+        log_debug!(&format!("core {id}"), "serving on cpu {cpu:?}");
+        tick_loop(&ctx, &rx, &tx).await;
+        // Dropping the accept tasks cancels them and closes this core's listening sockets.
+        drop(accepting);
+        log_debug!(&format!("core {id}"), "stopped");
+    });
+}
+
+async fn tick_loop(ctx: &Rc<CoreCtx>, rx: &Receiver<ToCore>, tx: &Sender<FromCore>) {
+    let tick = Duration::from_millis(CORE_TICK_MS);
+    let mut last_sweep = Instant::now();
+    loop {
+        compio::time::sleep(tick).await;
+        ctx.date.borrow_mut().refresh(SystemTime::now());
+        let now = Instant::now();
+        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+            last_sweep = now;
+            ctx.pool.borrow_mut().sweep(now);
+        }
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                ToCore::Snapshot(snap) => {
+                    let generation = snap.generation;
+                    ctx.swap(snap);
+                    let _ = tx.send(FromCore::Swapped { core: ctx.id, generation });
+                }
+                ToCore::Collect(reply) => {
+                    let _ = reply.send(ctx.metrics.borrow().shard());
+                }
+                ToCore::Stop => {
+                    ctx.stopping.set(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
+    let whence = format!("core {}", ctx.id);
+    let mut incoming = listener.incoming();
+    while let Some(res) = incoming.next().await {
+        match res {
+            Ok(stream) => {
+                let ctx = ctx.clone();
+                compio::runtime::spawn(async move {
+                    super::conn::serve(ctx, stream).await;
+                })
+                .detach();
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
+                log_warn!(&whence, "accept failed: {e}");
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    log_error!(&whence, "listener stopped accepting");
+    log_info!(&whence, "accept loop ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_is_imf_fixdate_and_cached_per_second() {
+        let mut d = DateCache::new();
+        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        d.refresh(t);
+        assert_eq!(&d.value, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        d.refresh(t + Duration::from_millis(500));
+        assert_eq!(&d.value, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        d.refresh(t + Duration::from_secs(1));
+        assert_eq!(&d.value, b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+}
