@@ -1,3 +1,8 @@
+//! Fuzzes `config::parse`: any UTF-8 text must give a config or located errors, never a panic.
 #![no_main]
-// TODO: fuzz target
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = tollgate::config::parse(text);
+    }
+});

@@ -11,3 +11,4 @@ pub mod template;
 pub use compile::{CompiledIntegration, CompiledRoute, Snapshot, StageRoutes, compile};
 pub use load::{ConfigError, load, parse};
 pub use model::*;
+pub use template::{Part, Template};

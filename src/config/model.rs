@@ -1,4 +1,7 @@
 //! The validated config model. Every field has its default applied; every reference checked.
+//!
+//! This is the contract between `load` (which builds it from TOML and guarantees the invariants
+//! written on each field) and `compile` (which reads it). It holds no spans and does no I/O.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,16 +10,15 @@ use crate::router::RouteKey;
 
 use super::template::Template;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
-    pub account: AccountConfig,
     pub apis: Vec<ApiConfig>,
 }
 
 /// `[server]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// `None`: every online CPU.
     pub cores: Option<usize>,
@@ -35,7 +37,7 @@ pub struct ServerConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// `None` when `listen = ""` disables the admin listener.
     pub listen: Option<SocketAddr>,
@@ -43,41 +45,35 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
-/// `[account]`
-#[derive(Debug, Clone, Default)]
-pub struct AccountConfig {
-    pub throttle: Option<Throttle>,
-}
-
-/// A token-bucket limit: `rate` tokens per second, `burst` bucket size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttle {
-    pub rate: u64,
-    pub burst: u64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    /// Refused by `load` for now ("websocket APIs are not supported yet").
     Websocket,
 }
 
 /// `[[api]]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
+    /// Unique; 1..=64 of `[A-Za-z0-9_-]`.
     pub name: String,
     pub protocol: Protocol,
+    /// Lower-cased DNS name, or `*.` followed by one; no port.
     pub host: Option<String>,
-    /// Without leading or trailing '/'.
+    /// Without leading or trailing '/'; never empty (`None` instead); segments of unreserved
+    /// characters, none empty, `.` or `..`.
     pub base_path: Option<String>,
+    /// Never empty; no two with equal `key`.
     pub routes: Vec<RouteConfig>,
-    /// Never empty: an API without stages gets an implicit `$default` stage.
+    /// Never empty: an API without stages gets an implicit `$default` stage. Names unique.
+    /// Every stage defines every stage variable any template of the API references.
     pub stages: Vec<StageConfig>,
 }
 
 /// `[[api.route]]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
+    /// At most `PATH_PARAMS_MAX` parameters; every path parameter a template references is one.
     pub key: RouteKey,
     /// The key as written, for metrics labels and logs.
     pub key_text: String,
@@ -86,24 +82,33 @@ pub struct RouteConfig {
     pub integration: IntegrationConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntegrationConfig {
     Mock {
+        /// 100..=599, not 101.
         status: u16,
-        /// In config order; names lower-cased.
+        /// In config order; names lower-cased tokens, unique, never `content-length`,
+        /// `transfer-encoding` or `connection`. Values (after substituting any stage's variables)
+        /// hold no control character but HTAB.
         headers: Vec<(String, Template)>,
         body: Template,
     },
     HttpProxy {
-        /// `http://host:port/path...` with `{param}`, `{proxy}` and `${stageVariables.x}`.
+        /// `http://host:port/path...` with `{param}`, `{proxy}` and `${stageVariables.x}`. After
+        /// substituting any stage's variables: starts with `http://`, the authority (up to the
+        /// first '/') is a literal valid `host[:port]` (port 1..=65535, default 80), and the
+        /// literal rest is visible ASCII without '#'.
         uri: Template,
+        /// 1..=600000.
         timeout_ms: u64,
     },
 }
 
 /// `[[api.stage]]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageConfig {
+    /// `$default` or 1..=128 of `[A-Za-z0-9_-]`.
     pub name: String,
+    /// Names `[A-Za-z0-9_]+`.
     pub variables: BTreeMap<String, String>,
 }
