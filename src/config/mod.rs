@@ -8,7 +8,10 @@ mod load;
 mod model;
 pub mod template;
 
-pub use compile::{CompiledIntegration, CompiledRoute, Snapshot, StageRoutes, compile};
+pub use compile::{
+    CompiledApi, CompiledIntegration, CompiledRoute, MockResponse, ProxyTarget, Rendered, Snapshot,
+    StageRoutes, compile,
+};
 pub use load::{ConfigError, load, parse};
 pub use model::*;
 pub use template::{Part, Template};
