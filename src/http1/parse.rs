@@ -711,4 +711,968 @@ fn trim_cr(s: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::limits::HEADERS_CEILING;
+    use proptest::prelude::*;
+
+    /// An owned copy of a `RequestHead`, so tests can compare whole heads.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Req {
+        method: String,
+        target: String,
+        path: String,
+        query: Option<String>,
+        version: Version,
+        headers: Vec<(String, Vec<u8>)>,
+        head_len: usize,
+        framing: Framing,
+        keep_alive: bool,
+        expect_continue: bool,
+        host: Option<String>,
+        upgrade: Option<String>,
+    }
+
+    impl From<RequestHead<'_, '_>> for Req {
+        fn from(h: RequestHead<'_, '_>) -> Self {
+            Req {
+                method: h.method.into(),
+                target: h.target.into(),
+                path: h.path.into(),
+                query: h.query.map(Into::into),
+                version: h.version,
+                headers: h
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
+                head_len: h.head_len,
+                framing: h.framing,
+                keep_alive: h.keep_alive,
+                expect_continue: h.expect_continue,
+                host: h.host.map(Into::into),
+                upgrade: h.upgrade.map(Into::into),
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Res {
+        status: u16,
+        version: Version,
+        headers: usize,
+        head_len: usize,
+        framing: Framing,
+        keep_alive: bool,
+    }
+
+    fn req_with(buf: &[u8], limits: HeadLimits) -> Result<Option<Req>, HeadError> {
+        let mut h = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        parse_request(buf, &mut h, &limits).map(|o| o.map(Req::from))
+    }
+
+    fn req(s: &str) -> Result<Option<Req>, HeadError> {
+        req_with(s.as_bytes(), HeadLimits::default())
+    }
+
+    fn ok(s: &str) -> Req {
+        req(s).expect("valid request").expect("complete request")
+    }
+
+    fn err(s: &str) -> HeadError {
+        req(s).expect_err("request must be refused")
+    }
+
+    fn res_with(s: &str, limits: HeadLimits, was_head: bool) -> Result<Option<Res>, HeadError> {
+        let mut h = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        parse_response(s.as_bytes(), &mut h, &limits, was_head).map(|o| {
+            o.map(|r| Res {
+                status: r.status,
+                version: r.version,
+                headers: r.headers.len(),
+                head_len: r.head_len,
+                framing: r.framing,
+                keep_alive: r.keep_alive,
+            })
+        })
+    }
+
+    fn res(s: &str) -> Res {
+        res_with(s, HeadLimits::default(), false)
+            .expect("valid response")
+            .expect("complete response")
+    }
+
+    fn res_err(s: &str) -> HeadError {
+        res_with(s, HeadLimits::default(), false).expect_err("response must be refused")
+    }
+
+    fn limits(header_bytes_max: usize, headers_max: usize) -> HeadLimits {
+        HeadLimits {
+            header_bytes_max,
+            headers_max,
+        }
+    }
+
+    // ---- basics ----
+
+    #[test]
+    fn simple_get() {
+        let s = "GET /pets/7?sort=asc&x=1 HTTP/1.1\r\nHost: api.example.com:8080\r\nAccept: */*\r\n\r\n";
+        let r = ok(s);
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.target, "/pets/7?sort=asc&x=1");
+        assert_eq!(r.path, "/pets/7");
+        assert_eq!(r.query.as_deref(), Some("sort=asc&x=1"));
+        assert_eq!(r.version, Version::Http11);
+        assert_eq!(r.head_len, s.len());
+        assert_eq!(r.framing, Framing::Empty);
+        assert!(r.keep_alive);
+        assert!(!r.expect_continue);
+        assert_eq!(r.host.as_deref(), Some("api.example.com:8080"));
+        assert_eq!(r.upgrade, None);
+        assert_eq!(r.headers.len(), 2);
+        assert_eq!(r.headers[1], ("Accept".to_string(), b"*/*".to_vec()));
+    }
+
+    #[test]
+    fn query_split_at_first_question_mark() {
+        let r = ok("GET /a?b?c HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("/a", Some("b?c")));
+        let r = ok("GET /a? HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("/a", Some("")));
+    }
+
+    #[test]
+    fn every_strict_prefix_is_incomplete() {
+        let s = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
+        for end in 0..s.len() {
+            assert_eq!(req(&s[..end]), Ok(None), "prefix {end}");
+        }
+        assert_eq!(ok(s).framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn pipelined_bytes_after_the_head_are_left_alone() {
+        let first = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        let both = format!("{first}GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(ok(&both).head_len, first.len());
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_and_counted() {
+        let s = "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let r = ok(s);
+        assert_eq!(r.path, "/");
+        assert_eq!(r.head_len, s.len());
+    }
+
+    #[test]
+    fn content_length_zero_is_length_zero() {
+        let r = ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.framing, Framing::Length(0));
+    }
+
+    // ---- limits: 414 vs 431 ----
+
+    const SMALL: &str = "GET /abcdefgh HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n";
+    // Request line with its CRLF.
+    const SMALL_LINE: usize = "GET /abcdefgh HTTP/1.1\r\n".len();
+
+    #[test]
+    fn head_exactly_at_the_limit_is_accepted() {
+        let r = req_with(SMALL.as_bytes(), limits(SMALL.len(), 100));
+        assert_eq!(r.expect("ok").expect("complete").head_len, SMALL.len());
+    }
+
+    #[test]
+    fn complete_head_one_byte_over_is_431() {
+        let r = req_with(SMALL.as_bytes(), limits(SMALL.len() - 1, 100));
+        assert_eq!(r, Err(HeadError::TooLarge("request head")));
+        assert_eq!(HeadError::TooLarge("").status(), 431);
+    }
+
+    #[test]
+    fn full_buffer_with_incomplete_head_is_431() {
+        let cut = &SMALL.as_bytes()[..SMALL.len() - 2];
+        assert_eq!(req_with(cut, limits(cut.len() + 1, 100)), Ok(None));
+        assert_eq!(
+            req_with(cut, limits(cut.len(), 100)),
+            Err(HeadError::TooLarge("request head"))
+        );
+    }
+
+    #[test]
+    fn request_line_complete_exactly_at_the_limit_is_431() {
+        let r = req_with(SMALL.as_bytes(), limits(SMALL_LINE, 100));
+        assert_eq!(r, Err(HeadError::TooLarge("request head")));
+    }
+
+    #[test]
+    fn request_line_one_byte_over_the_limit_is_414() {
+        let r = req_with(SMALL.as_bytes(), limits(SMALL_LINE - 1, 100));
+        assert_eq!(r, Err(HeadError::UriTooLong));
+        assert_eq!(HeadError::UriTooLong.status(), 414);
+    }
+
+    #[test]
+    fn long_target_in_a_full_buffer_is_414() {
+        let mut s = String::from("GET /");
+        s.push_str(&"a".repeat(200));
+        assert_eq!(req_with(s.as_bytes(), limits(100, 100)), Err(HeadError::UriTooLong));
+        assert_eq!(req_with(s.as_bytes(), limits(300, 100)), Ok(None));
+    }
+
+    #[test]
+    fn default_limit_boundaries() {
+        let base = "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: \r\n\r\n";
+        let pad = HEADER_BYTES_MAX_FOR_TEST - base.len();
+        let exact = base.replace("X-Pad: ", &format!("X-Pad: {}", "p".repeat(pad)));
+        assert_eq!(exact.len(), HEADER_BYTES_MAX_FOR_TEST);
+        assert!(req(&exact).expect("ok").is_some());
+        let over = exact.replace("X-Pad: ", "X-Pad: p");
+        assert_eq!(req(&over), Err(HeadError::TooLarge("request head")));
+    }
+    const HEADER_BYTES_MAX_FOR_TEST: usize = limits::HEADER_BYTES_MAX;
+
+    fn with_fields(n: usize) -> String {
+        let mut s = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 1..n {
+            s.push_str(&format!("X-{i}: v\r\n"));
+        }
+        s.push_str("\r\n");
+        s
+    }
+
+    #[test]
+    fn headers_max_exactly_and_one_over() {
+        let lim = limits(16 * 1024, 10);
+        assert_eq!(
+            req_with(with_fields(10).as_bytes(), lim)
+                .expect("ok")
+                .expect("complete")
+                .headers
+                .len(),
+            10
+        );
+        assert_eq!(
+            req_with(with_fields(11).as_bytes(), lim),
+            Err(HeadError::TooLarge("too many header fields"))
+        );
+    }
+
+    #[test]
+    fn header_array_shorter_than_headers_max_caps_it() {
+        let four = with_fields(4);
+        let mut h = [httparse::EMPTY_HEADER; 3];
+        let r = parse_request(four.as_bytes(), &mut h, &HeadLimits::default());
+        assert_eq!(
+            r.map(|o| o.is_some()),
+            Err(HeadError::TooLarge("too many header fields"))
+        );
+        let three = with_fields(3);
+        let mut h = [httparse::EMPTY_HEADER; 3];
+        let r = parse_request(three.as_bytes(), &mut h, &HeadLimits::default());
+        assert_eq!(r.expect("ok").expect("complete").headers.len(), 3);
+    }
+
+    // ---- smuggling shapes ----
+
+    fn post(extra: &str) -> String {
+        format!("POST /u HTTP/1.1\r\nHost: h\r\n{extra}\r\n")
+    }
+
+    #[test]
+    fn content_length_and_transfer_encoding_together() {
+        for extra in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: x\r\n",
+        ] {
+            assert_eq!(
+                err(&post(extra)),
+                HeadError::Bad("both Content-Length and Transfer-Encoding"),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicting_content_lengths() {
+        for extra in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: 5,5\r\nContent-Length: 6\r\n",
+        ] {
+            assert_eq!(
+                err(&post(extra)),
+                HeadError::Bad("conflicting Content-Length values"),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn equal_content_lengths_are_fine() {
+        for extra in [
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 005\r\n",
+            "Content-Length:5 \r\n",
+        ] {
+            assert_eq!(ok(&post(extra)).framing, Framing::Length(5), "{extra}");
+        }
+    }
+
+    #[test]
+    fn malformed_content_lengths() {
+        for v in [
+            "abc",
+            "+5",
+            "-5",
+            "",
+            "5 5",
+            "0x5",
+            "5,",
+            ",5",
+            "5.0",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            let extra = format!("Content-Length: {v}\r\n");
+            assert_eq!(
+                err(&post(&extra)),
+                HeadError::Bad("invalid Content-Length"),
+                "{v:?}"
+            );
+        }
+        let max = format!("Content-Length: {}\r\n", u64::MAX);
+        assert_eq!(ok(&post(&max)).framing, Framing::Length(u64::MAX));
+    }
+
+    #[test]
+    fn transfer_encoding_chunked_forms() {
+        for extra in [
+            "Transfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: Chunked\r\n",
+            "Transfer-Encoding: CHUNKED \r\n",
+            "Transfer-Encoding: \tchunked\r\n",
+            "Transfer-Encoding: ,chunked,\r\n",
+            "Transfer-Encoding: \r\nTransfer-Encoding: chunked\r\n",
+        ] {
+            assert_eq!(ok(&post(extra)).framing, Framing::Chunked, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_not_final_chunked_is_400() {
+        for extra in [
+            "Transfer-Encoding: gzip\r\n",
+            "Transfer-Encoding: chunked, gzip\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+            "Transfer-Encoding: chunkedx\r\n",
+            "Transfer-Encoding: chunked;q=1\r\n",
+            "Transfer-Encoding: identity\r\n",
+        ] {
+            assert_eq!(
+                err(&post(extra)),
+                HeadError::Bad("final transfer coding is not chunked"),
+                "{extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_degenerate_lists_are_400() {
+        assert_eq!(
+            err(&post("Transfer-Encoding: chunked, chunked\r\n")),
+            HeadError::Bad("chunked applied more than once")
+        );
+        assert_eq!(
+            err(&post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n")),
+            HeadError::Bad("chunked applied more than once")
+        );
+        assert_eq!(
+            err(&post("Transfer-Encoding: \r\n")),
+            HeadError::Bad("empty Transfer-Encoding")
+        );
+        assert_eq!(
+            err(&post("Transfer-Encoding: , ,\r\n")),
+            HeadError::Bad("empty Transfer-Encoding")
+        );
+    }
+
+    #[test]
+    fn codings_before_chunked_are_501() {
+        for extra in [
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: foo ,chunked\r\n",
+        ] {
+            let e = err(&post(extra));
+            assert_eq!(e, HeadError::NotImplemented("transfer coding"), "{extra:?}");
+            assert_eq!(e.status(), 501);
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_in_http10_is_400() {
+        let s = "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            err(s),
+            HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request")
+        );
+    }
+
+    #[test]
+    fn whitespace_before_colon_is_400() {
+        for extra in [
+            "Content-Length : 5\r\n",
+            "Transfer-Encoding\t: chunked\r\n",
+        ] {
+            assert_eq!(
+                err(&post(extra)),
+                HeadError::Bad("invalid header name"),
+                "{extra:?}"
+            );
+        }
+        assert_eq!(err(&post(" Content-Length: 5\r\n")).status(), 400);
+    }
+
+    #[test]
+    fn obs_fold_is_400() {
+        let s = "GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n";
+        assert_eq!(err(s), HeadError::Bad("invalid header name"));
+        let s = "GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n\ttwo\r\n\r\n";
+        assert_eq!(err(s), HeadError::Bad("invalid header name"));
+    }
+
+    #[test]
+    fn bare_lf_is_400() {
+        for s in [
+            "GET / HTTP/1.1\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\n\n",
+            "GET / HTTP/1.1\nHost: h\n\n",
+            "\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(err(s), HeadError::Bad("bare LF line ending"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn nul_and_cr_in_values_are_400() {
+        for s in [
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\0b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\r\n\r\n",
+        ] {
+            assert_eq!(err(s).status(), 400, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn request_line_garbage_is_400() {
+        for s in [
+            "GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1 \r\nHost: h\r\n\r\n",
+            "G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET\r\n\r\n",
+        ] {
+            assert_eq!(err(s).status(), 400, "{s:?}");
+        }
+    }
+
+    // ---- Host ----
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(err("GET / HTTP/1.1\r\n\r\n"), HeadError::Bad("missing Host"));
+        assert_eq!(
+            err("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            HeadError::Bad("more than one Host")
+        );
+        assert_eq!(
+            err("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+            HeadError::Bad("more than one Host")
+        );
+        assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").host, None);
+        assert_eq!(ok("GET / HTTP/1.0\r\nHOST: a\r\n\r\n").host.as_deref(), Some("a"));
+        assert_eq!(ok("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").host.as_deref(), Some("[::1]:80"));
+        assert_eq!(ok("GET / HTTP/1.1\r\nHost:\r\n\r\n").host.as_deref(), Some(""));
+        for bad in ["a b", "a/b", "a\"b", "é", "a@b"] {
+            let s = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(err(&s), HeadError::Bad("invalid Host"), "{bad:?}");
+        }
+    }
+
+    // ---- versions ----
+
+    #[test]
+    fn unsupported_versions_are_505() {
+        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0"] {
+            let s = format!("GET / {v}\r\nHost: h\r\n\r\n");
+            let e = err(&s);
+            assert_eq!(e, HeadError::Version, "{v}");
+            assert_eq!(e.status(), 505);
+        }
+        // Still incomplete, but already not 1.x.
+        assert_eq!(req("GET / HTTP/2"), Err(HeadError::Version));
+    }
+
+    #[test]
+    fn malformed_versions_are_400() {
+        for v in ["http/1.1", "HTTP/1", "HTTP/10.0", "HTTP/a.b", "FOO"] {
+            let s = format!("GET / {v}\r\nHost: h\r\n\r\n");
+            assert_eq!(err(&s), HeadError::Bad("invalid HTTP version"), "{v}");
+        }
+    }
+
+    #[test]
+    fn http10_is_parsed() {
+        let r = ok("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(r.version, Version::Http10);
+        assert!(!r.keep_alive);
+    }
+
+    // ---- Expect ----
+
+    #[test]
+    fn expect_continue() {
+        let r = ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(r.expect_continue);
+        assert!(ok("PUT / HTTP/1.1\r\nHost: h\r\nexpect: 100-Continue\r\n\r\n").expect_continue);
+        // RFC 9110 §10.1.1: ignored from an HTTP/1.0 client.
+        assert!(!ok("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+    }
+
+    #[test]
+    fn other_expectations_are_417() {
+        for v in ["foo", "100-continue, foo", "200-ok", ""] {
+            let s = format!("PUT / HTTP/1.1\r\nHost: h\r\nExpect: {v}\r\n\r\n");
+            let e = err(&s);
+            assert_eq!(e, HeadError::Expectation, "{v:?}");
+            assert_eq!(e.status(), 417);
+        }
+        let s = "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nExpect: x\r\n\r\n";
+        assert_eq!(err(s), HeadError::Expectation);
+    }
+
+    // ---- request-target forms ----
+
+    #[test]
+    fn fragment_is_400() {
+        assert_eq!(
+            err("GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::Bad("fragment in request-target")
+        );
+    }
+
+    #[test]
+    fn non_ascii_target_is_400() {
+        assert_eq!(
+            err("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::Bad("non-ASCII request-target")
+        );
+    }
+
+    #[test]
+    fn asterisk_form_only_for_options() {
+        let r = ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("*", None));
+        assert_eq!(
+            err("GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::Bad("asterisk-form outside OPTIONS")
+        );
+        assert_eq!(err("OPTIONS *x HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn absolute_form() {
+        let r = ok("GET http://api.example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(r.path, "/a/b");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
+        assert_eq!(r.host.as_deref(), Some("api.example.com:8080"));
+        assert_eq!(r.target, "http://api.example.com:8080/a/b?x=1");
+
+        let r = ok("GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query, r.host.as_deref()), ("/", None, Some("h")));
+        let r = ok("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_deref()), ("/", Some("q=1")));
+        let r = ok("GET http://[::1]:9/p HTTP/1.0\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.host.as_deref()), ("/p", Some("[::1]:9")));
+    }
+
+    #[test]
+    fn absolute_form_refusals() {
+        for t in ["ftp://h/", "http:///x", "http://", "h/x", "http:/h/x", "http://a b/"] {
+            let s = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(err(&s).status(), 400, "{t}");
+        }
+        assert_eq!(
+            err("GET http://u:p@h/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::Bad("userinfo in request-target")
+        );
+        // The Host header is still required in HTTP/1.1.
+        assert_eq!(err("GET http://h/ HTTP/1.1\r\n\r\n"), HeadError::Bad("missing Host"));
+    }
+
+    #[test]
+    fn connect_is_501() {
+        let e = err("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+        assert_eq!(e, HeadError::NotImplemented("CONNECT"));
+        assert_eq!(
+            err("GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::Bad("invalid request-target")
+        );
+    }
+
+    // ---- keep-alive, upgrade ----
+
+    #[test]
+    fn keep_alive_matrix() {
+        let cases = [
+            ("HTTP/1.1", "", true),
+            ("HTTP/1.1", "Connection: close\r\n", false),
+            ("HTTP/1.1", "Connection: Close\r\n", false),
+            ("HTTP/1.1", "Connection: keep-alive, close\r\n", false),
+            ("HTTP/1.1", "Connection: keep-alive\r\nConnection: close\r\n", false),
+            ("HTTP/1.1", "Connection: keep-alive\r\n", true),
+            ("HTTP/1.1", "Connection: closed\r\n", true),
+            ("HTTP/1.0", "", false),
+            ("HTTP/1.0", "Connection: keep-alive\r\n", true),
+            ("HTTP/1.0", "Connection: Keep-Alive\r\n", true),
+            ("HTTP/1.0", "Connection: foo,  keep-alive \r\n", true),
+            ("HTTP/1.0", "Connection: keep-alive, close\r\n", false),
+            ("HTTP/1.0", "Connection: close\r\n", false),
+        ];
+        for (v, conn, want) in cases {
+            let s = format!("GET / {v}\r\nHost: h\r\n{conn}\r\n");
+            assert_eq!(ok(&s).keep_alive, want, "{v} {conn:?}");
+        }
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(ok(s).upgrade.as_deref(), Some("websocket"));
+        let s = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(ok(s).upgrade, None);
+        let s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(ok(s).upgrade, None);
+    }
+
+    // ---- helpers ----
+
+    #[test]
+    fn helpers() {
+        let h = [
+            httparse::Header { name: "Accept", value: b"a" },
+            httparse::Header { name: "X-Thing", value: b"1" },
+            httparse::Header { name: "x-thing", value: b"2" },
+        ];
+        assert_eq!(header_value(&h, "x-THING"), Some(&b"1"[..]));
+        assert_eq!(header_value(&h, "missing"), None);
+
+        assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
+        assert!(has_token(b" close ", "close"));
+        assert!(has_token(b"a,,\tb\t", "b"));
+        assert!(!has_token(b"closed", "close"));
+        assert!(!has_token(b"", "close"));
+
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_without_port("[::1"), "[::1");
+        assert_eq!(host_without_port(""), "");
+    }
+
+    #[test]
+    fn parse_decimal_boundaries() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1a"), None);
+        assert_eq!(parse_decimal(b"/"), None);
+        assert_eq!(parse_decimal(b":"), None);
+    }
+
+    // ---- responses ----
+
+    #[test]
+    fn response_with_content_length() {
+        let s = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\n";
+        let r = res(s);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.version, Version::Http11);
+        assert_eq!(r.headers, 2);
+        assert_eq!(r.head_len, s.len());
+        assert_eq!(r.framing, Framing::Length(12));
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn response_incomplete_prefixes() {
+        let s = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n";
+        for end in 0..s.len() {
+            assert_eq!(res_with(&s[..end], HeadLimits::default(), false), Ok(None));
+        }
+    }
+
+    #[test]
+    fn response_framing_rules() {
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(res(chunked).framing, Framing::Chunked);
+        assert!(res(chunked).keep_alive);
+
+        let coded = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(res(coded).framing, Framing::Chunked);
+
+        let r = res("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
+
+        let r = res("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
+
+        let r = res("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::Length(0), true));
+    }
+
+    #[test]
+    fn response_te_and_cl_te_wins_and_closes() {
+        for s in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: nope\r\n\r\n",
+        ] {
+            let r = res(s);
+            assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn response_bodiless_statuses_and_head() {
+        for status in ["204 No Content", "304 Not Modified", "100 Continue", "101 Switching Protocols", "103 Early Hints"] {
+            let s = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
+            let r = res(&s);
+            assert_eq!(r.framing, Framing::Empty, "{status}");
+            assert!(r.keep_alive);
+        }
+        let s = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let r = res_with(s, HeadLimits::default(), true).expect("ok").expect("complete");
+        assert_eq!(r.framing, Framing::Empty);
+        let s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = res_with(s, HeadLimits::default(), true).expect("ok").expect("complete");
+        assert_eq!(r.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn interim_response_then_final() {
+        let s = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        let first = res(s);
+        assert_eq!((first.status, first.framing), (100, Framing::Empty));
+        let second = res(&s[first.head_len..]);
+        assert_eq!((second.status, second.framing), (201, Framing::Length(2)));
+    }
+
+    #[test]
+    fn response_keep_alive_matrix() {
+        let cases = [
+            ("HTTP/1.1", "", true),
+            ("HTTP/1.1", "Connection: close\r\n", false),
+            ("HTTP/1.0", "", false),
+            ("HTTP/1.0", "Connection: keep-alive\r\n", true),
+        ];
+        for (v, conn, want) in cases {
+            let s = format!("{v} 200 OK\r\nContent-Length: 0\r\n{conn}\r\n");
+            assert_eq!(res(&s).keep_alive, want, "{v} {conn:?}");
+        }
+        // §6.1: an HTTP/1.0 message with Transfer-Encoding is never reused.
+        let s = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let r = res(s);
+        assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false));
+    }
+
+    #[test]
+    fn response_refusals() {
+        assert_eq!(
+            res_err("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            HeadError::Bad("conflicting Content-Length values")
+        );
+        assert_eq!(
+            res_err("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            HeadError::Bad("invalid Content-Length")
+        );
+        assert_eq!(
+            res_err("HTTP/1.1 204 No Content\r\nContent-Length: x\r\n\r\n"),
+            HeadError::Bad("invalid Content-Length")
+        );
+        assert_eq!(
+            res_err("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            HeadError::Bad("chunked applied more than once")
+        );
+        assert_eq!(res_err("HTTP/1.1 099 Odd\r\n\r\n"), HeadError::Bad("status code out of range"));
+        assert_eq!(res_err("HTTP/1.1 600 Odd\r\n\r\n"), HeadError::Bad("status code out of range"));
+        assert_eq!(res_err("HTTP/1.1 20 OK\r\n\r\n").status(), 400);
+        assert_eq!(res_err("HTTP/2.0 200 OK\r\n\r\n"), HeadError::Version);
+        assert_eq!(res_err("HTTP/2 200 OK\r\n\r\n"), HeadError::Bad("invalid HTTP version"));
+        assert_eq!(res_err("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n").status(), 400);
+        assert_eq!(res_err("HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn response_leniency() {
+        // Bare LF, several spaces in the status line, missing reason, space before the colon.
+        let r = res("HTTP/1.1 200 OK\nContent-Length: 3\n\n");
+        assert_eq!(r.framing, Framing::Length(3));
+        assert_eq!(res("HTTP/1.1  200  OK\r\nContent-Length: 1\r\n\r\n").status, 200);
+        assert_eq!(res("HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n").status, 200);
+        let r = res("HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\n");
+        assert_eq!(r.framing, Framing::Length(4));
+    }
+
+    #[test]
+    fn response_limits() {
+        let s = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n";
+        assert!(res_with(s, limits(s.len(), 10), false).expect("ok").is_some());
+        assert_eq!(
+            res_with(s, limits(s.len() - 1, 10), false),
+            Err(HeadError::TooLarge("response head"))
+        );
+        assert_eq!(
+            res_with("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", limits(1024, 1), false),
+            Err(HeadError::TooLarge("too many header fields"))
+        );
+    }
+
+    // ---- properties ----
+
+    /// A request the generator knows the parse of.
+    #[derive(Debug, Clone)]
+    struct Generated {
+        bytes: Vec<u8>,
+        want: Req,
+    }
+
+    fn header_name() -> impl Strategy<Value = String> {
+        "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,15}".prop_filter("not a framing header", |n| {
+            let n = n.to_ascii_lowercase();
+            ![
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "expect",
+                "upgrade",
+            ]
+            .contains(&n.as_str())
+        })
+    }
+
+    fn field_value() -> impl Strategy<Value = String> {
+        // httparse trims surrounding whitespace, so generate values without it.
+        prop_oneof![Just(String::new()), "[!-~]([ -~\t]{0,30}[!-~])?"]
+    }
+
+    fn request() -> impl Strategy<Value = Generated> {
+        (
+            prop_oneof![
+                Just("GET".to_string()),
+                Just("POST".to_string()),
+                "[A-Z]{1,10}".prop_filter("CONNECT is refused", |m| m != "CONNECT"),
+            ],
+            "/[A-Za-z0-9/._~%!$&'()*+,;=:@-]{0,40}",
+            proptest::option::of("[A-Za-z0-9/._~%!$&'()*+,;=:@?-]{0,30}"),
+            any::<bool>(),
+            "[a-z0-9.-]{1,20}(:[0-9]{1,5})?",
+            proptest::collection::vec((header_name(), field_value()), 0..12),
+            proptest::option::of(0u64..1_000_000),
+        )
+            .prop_map(|(method, path, query, http11, host, fields, len)| {
+                let target = match &query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                let version = if http11 { Version::Http11 } else { Version::Http10 };
+                let mut s = format!(
+                    "{method} {target} HTTP/1.{}\r\nHost: {host}\r\n",
+                    u8::from(http11)
+                );
+                let mut headers = vec![("Host".to_string(), host.clone().into_bytes())];
+                for (n, v) in &fields {
+                    s.push_str(&format!("{n}: {v}\r\n"));
+                    headers.push((n.clone(), v.clone().into_bytes()));
+                }
+                if let Some(len) = len {
+                    s.push_str(&format!("Content-Length: {len}\r\n"));
+                    headers.push(("Content-Length".into(), len.to_string().into_bytes()));
+                }
+                s.push_str("\r\n");
+                let want = Req {
+                    method,
+                    target,
+                    path,
+                    query,
+                    version,
+                    headers,
+                    head_len: s.len(),
+                    framing: len.map_or(Framing::Empty, Framing::Length),
+                    keep_alive: http11,
+                    expect_continue: false,
+                    host: Some(host),
+                    upgrade: None,
+                };
+                Generated {
+                    bytes: s.into_bytes(),
+                    want,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn generated_requests_parse_and_prefixes_are_incomplete(g in request(), body in proptest::collection::vec(any::<u8>(), 0..16)) {
+            for end in 0..g.bytes.len() {
+                prop_assert_eq!(req_with(&g.bytes[..end], HeadLimits::default()), Ok(None), "prefix {}", end);
+            }
+            prop_assert_eq!(req_with(&g.bytes, HeadLimits::default()), Ok(Some(g.want.clone())));
+            // Whatever follows the head (body, next request) does not change it.
+            let mut more = g.bytes.clone();
+            more.extend_from_slice(&body);
+            prop_assert_eq!(req_with(&more, HeadLimits::default()), Ok(Some(g.want)));
+        }
+
+        #[test]
+        fn generated_requests_under_a_tight_limit(g in request()) {
+            let lim = limits(g.bytes.len(), HEADERS_CEILING);
+            prop_assert!(req_with(&g.bytes, lim).expect("fits").is_some());
+            let lim = limits(g.bytes.len() - 1, HEADERS_CEILING);
+            let e = req_with(&g.bytes, lim).expect_err("over");
+            prop_assert!(matches!(e, HeadError::TooLarge(_) | HeadError::UriTooLong));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = req_with(&bytes, HeadLimits::default());
+            let _ = req_with(&bytes, limits(32, 2));
+            let _ = res_with(&String::from_utf8_lossy(&bytes), HeadLimits::default(), false);
+            crate::http1::fuzz::request(&bytes);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(g in request(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+            let mut bytes = g.bytes;
+            for (i, b) in edits {
+                let i = i.index(bytes.len());
+                bytes[i] = b;
+            }
+            crate::http1::fuzz::request(&bytes);
+            if let Ok(Some(r)) = req_with(&bytes, HeadLimits::default()) {
+                prop_assert!(r.head_len <= bytes.len());
+            }
+        }
+    }
 }
