@@ -30,7 +30,7 @@ pub enum BodyError {
 }
 
 /// One decoder for any framing, so the connection code drives every body the same way.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BodyDecoder {
     Length(LengthDecoder),
     Chunked(ChunkedDecoder),
@@ -106,7 +106,7 @@ fn clamp(remaining: u64, available: usize) -> usize {
 }
 
 /// Incremental `Transfer-Encoding: chunked` decoder (RFC 9112 §7.1).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ChunkedDecoder {
     state: State,
     /// Chunk size being read, then data bytes left in the current chunk.
