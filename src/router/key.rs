@@ -81,7 +81,10 @@ pub enum Segment {
 pub enum RouteKey {
     /// `$default`: the catch-all when nothing else matches.
     Default,
-    Path { method: Method, segments: Vec<Segment> },
+    Path {
+        method: Method,
+        segments: Vec<Segment>,
+    },
 }
 
 impl RouteKey {
@@ -116,19 +119,24 @@ impl RouteKey {
             }
             let seg = if let Some(inner) = part.strip_prefix('{') {
                 let Some(inner) = inner.strip_suffix('}') else {
-                    return Err(format!("route key {s:?}: unclosed '{{' in segment {part:?}"));
+                    return Err(format!(
+                        "route key {s:?}: unclosed '{{' in segment {part:?}"
+                    ));
                 };
                 let (name, greedy) = match inner.strip_suffix('+') {
                     Some(n) => (n, true),
                     None => (inner, false),
                 };
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(format!(
                         "route key {s:?}: parameter name {name:?} must be letters, digits or '_'"
                     ));
                 }
                 if names.contains(&name) {
-                    return Err(format!("route key {s:?}: parameter {{{name}}} appears twice"));
+                    return Err(format!(
+                        "route key {s:?}: parameter {{{name}}} appears twice"
+                    ));
                 }
                 names.push(name);
                 if greedy {
@@ -147,8 +155,13 @@ impl RouteKey {
                         "route key {s:?}: a parameter must be a whole segment, not {part:?}"
                     ));
                 }
-                if part.bytes().any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f) {
-                    return Err(format!("route key {s:?}: invalid character in segment {part:?}"));
+                if part
+                    .bytes()
+                    .any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f)
+                {
+                    return Err(format!(
+                        "route key {s:?}: invalid character in segment {part:?}"
+                    ));
                 }
                 Segment::Literal(part.to_string())
             };
@@ -200,7 +213,13 @@ mod tests {
 
     #[test]
     fn parses_and_prints_round_trip() {
-        for k in ["$default", "GET /", "GET /hello/{name}", "ANY /orders/{proxy+}", "POST /a/b/c"] {
+        for k in [
+            "$default",
+            "GET /",
+            "GET /hello/{name}",
+            "ANY /orders/{proxy+}",
+            "POST /a/b/c",
+        ] {
             assert_eq!(RouteKey::parse(k).unwrap().to_string(), k);
         }
     }
