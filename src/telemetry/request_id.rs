@@ -30,7 +30,10 @@ impl RequestIds {
         // Scramble the counter so consecutive ids do not look consecutive (they stay unique:
         // the multiplier is odd, so this is a bijection on u64).
         let low = n.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (n >> 29);
-        let v = ((self.high as u128) << 64) | low as u128;
+        // Unique as long as `low` is (it is a bijection of the counter); mixing the counter into
+        // the high half only makes ids from one core look unrelated.
+        let high = self.high ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(31);
+        let v = ((high as u128) << 64) | low as u128;
         format_uuid(v, out);
     }
 }
