@@ -2,7 +2,8 @@
 //! which route (by method and path). Pure: compiled once per config snapshot, then read-only.
 //!
 //! Matching cost does not grow with the number of routes: routes compile into a segment trie
-//! with hashed literal children, so 10,000 routes match as fast as 10.
+//! with hashed literal children, so 10,000 routes match as fast as 10. The matching rules (host
+//! classes, base paths, stages, specificity, methods, empty segments) are spelled out at the top of `table.rs`.
 
 mod key;
 mod table;
