@@ -227,9 +227,10 @@ pub async fn forward(
 
     let mut retried = false;
     let (mut up, resp) = loop {
-        let mut up = acquire(ctx, target.addr, x.connect_timeout.min(deadline.saturating_duration_since(Instant::now()))).await?;
+        let connect_by = deadline.min(ctx.timers.now() + x.connect_timeout);
+        let mut up = acquire(ctx, target.addr, connect_by).await?;
         let pooled = up.uses > 0;
-        match exchange_head(down, req, &mut up, x, deadline).await {
+        match exchange_head(ctx, down, req, &mut up, x, deadline).await {
             Ok(resp) => break (up, resp),
             Err(Stale::Retry(why)) if pooled && replayable && !retried => {
                 crate::log_debug!("proxy", "stale pooled connection to {} ({why}); retrying on a fresh one", target.addr);
@@ -261,20 +262,17 @@ fn take_body(down: &mut Downstream, req: &mut Vec<u8>, x: &mut Exchange) -> Resu
     Ok(())
 }
 
-async fn acquire(ctx: &CoreCtx, addr: SocketAddr, connect_timeout: Duration) -> Result<UpstreamConn, Failure> {
-    if let Some(c) = ctx.pool.borrow_mut().take(addr, Instant::now()) {
+async fn acquire(ctx: &CoreCtx, addr: SocketAddr, connect_by: Instant) -> Result<UpstreamConn, Failure> {
+    if let Some(c) = ctx.pool.borrow_mut().take(addr, ctx.timers.now()) {
         return Ok(c);
     }
-    match compio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+    match ctx.timers.timeout_at(connect_by, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(UpstreamConn::new(stream, addr))
         }
         Ok(Err(e)) => Err(Failure::Respond(ErrorKind::BadGateway, format!("connect to backend {addr}: {e}"))),
-        Err(_) => Err(Failure::Respond(
-            ErrorKind::GatewayTimeout,
-            format!("connect to backend {addr}: no answer within {} ms", connect_timeout.as_millis()),
-        )),
+        Err(_) => Err(Failure::Respond(ErrorKind::GatewayTimeout, format!("connect to backend {addr}: timed out"))),
     }
 }
 
@@ -296,6 +294,7 @@ struct RespHead {
 /// Sends the request (head, buffered body, then the rest of the body streamed from the client)
 /// and reads the backend's response head, rendering the client's response head into `down.out`.
 async fn exchange_head(
+    ctx: &CoreCtx,
     down: &mut Downstream,
     req: &mut Vec<u8>,
     up: &mut UpstreamConn,
@@ -304,7 +303,7 @@ async fn exchange_head(
 ) -> Result<RespHead, Stale> {
     up.buf.clear();
     let first = std::mem::take(req);
-    let BufResult(res, first) = write_by(&up.stream, first, deadline).await;
+    let BufResult(res, first) = write_by(ctx, &up.stream, first, deadline).await;
     *req = first;
     if let Err(e) = res {
         return Err(if e.kind() == std::io::ErrorKind::TimedOut {
@@ -322,7 +321,8 @@ async fn exchange_head(
         }
         while !x.body.is_done() {
             req.clear();
-            match down.fill(Some(Instant::now() + x.client_read_timeout), x.head_limits.header_bytes_max).await {
+            let by = ctx.timers.now() + x.client_read_timeout;
+            match down.fill(&ctx.timers, by, x.head_limits.header_bytes_max).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) => return Err(Stale::Fail(Failure::Abort("client closed during the request body".into()))),
                 Err(ReadError::Timeout) => return Err(Stale::Fail(Failure::Abort("client request body timed out".into()))),
@@ -333,7 +333,7 @@ async fn exchange_head(
                 continue;
             }
             let chunk = std::mem::take(req);
-            let BufResult(res, chunk) = write_by(&up.stream, chunk, deadline).await;
+            let BufResult(res, chunk) = write_by(ctx, &up.stream, chunk, deadline).await;
             *req = chunk;
             res.map_err(|e| {
                 Stale::Fail(if e.kind() == std::io::ErrorKind::TimedOut {
@@ -379,7 +379,7 @@ async fn exchange_head(
         }
         let buf = std::mem::take(&mut up.buf);
         let buf = reserve_read(buf, x.head_limits.header_bytes_max);
-        let (res, buf) = read_append(&up.stream, buf, Some(deadline)).await;
+        let (res, buf) = read_append(&ctx.timers, &up.stream, buf, deadline).await;
         up.buf = buf;
         match res {
             Ok(_) => {}
@@ -476,7 +476,7 @@ async fn relay_response(
             down.flush().await.map_err(|e| Failure::Abort(format!("client write: {e}")))?;
         }
         let buf = reserve_read(std::mem::take(&mut up.buf), RELAY_READ_BYTES);
-        let (res, buf) = read_append(&up.stream, buf, Some(Instant::now() + read_timeout)).await;
+        let (res, buf) = read_append(&ctx.timers, &up.stream, buf, ctx.timers.now() + read_timeout).await;
         up.buf = buf;
         match res {
             Ok(_) => {}
@@ -505,9 +505,9 @@ fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
     buf
 }
 
-async fn write_by(stream: &TcpStream, buf: Vec<u8>, deadline: Instant) -> BufResult<(), Vec<u8>> {
+async fn write_by(ctx: &CoreCtx, stream: &TcpStream, buf: Vec<u8>, deadline: Instant) -> BufResult<(), Vec<u8>> {
     let mut w = stream;
-    match compio::time::timeout_at(deadline, w.write_all(buf)).await {
+    match ctx.timers.timeout_at(deadline, w.write_all(buf)).await {
         Ok(r) => r,
         Err(_) => BufResult(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")), Vec::new()),
     }

@@ -6,11 +6,13 @@
 //! It owns thread creation, pinning and ring setup; what a core does is `server::core`'s job.
 
 pub mod messages;
+pub mod timer;
 
 use std::collections::HashSet;
 use std::io;
 
 pub use messages::{FromCore, ToCore};
+pub use timer::{Elapsed, Timers};
 
 /// Builds a core's runtime, pinned to `cpu` when given.
 ///

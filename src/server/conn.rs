@@ -99,11 +99,11 @@ impl Conn {
                     return;
                 }
                 let deadline = match head_started {
-                    None => Instant::now() + Duration::from_millis(server.keepalive_idle_timeout_ms),
+                    None => self.ctx.timers.now() + Duration::from_millis(server.keepalive_idle_timeout_ms),
                     Some(t) => t + Duration::from_millis(server.header_read_timeout_ms),
                 };
                 let was_empty = self.down.avail().is_empty();
-                match self.down.fill(Some(deadline), limits.header_bytes_max).await {
+                match self.down.fill(&self.ctx.timers, deadline, limits.header_bytes_max).await {
                     Ok(_) => {
                         if was_empty {
                             head_started = Some(Instant::now());
@@ -216,7 +216,8 @@ impl Conn {
             if self.down.flush().await.is_err() {
                 return Err(None);
             }
-            match self.down.fill(Some(Instant::now() + x.client_read_timeout), x.head_limits.header_bytes_max).await {
+            let deadline = self.ctx.timers.now() + x.client_read_timeout;
+            match self.down.fill(&self.ctx.timers, deadline, x.head_limits.header_bytes_max).await {
                 Ok(_) => {}
                 Err(_) => return Err(None),
             }

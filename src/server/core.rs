@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use crate::config::Snapshot;
 use crate::integration::pool::UpstreamPool;
 use crate::limits::CORE_TICK_MS;
-use crate::runtime::{FromCore, ToCore};
+use crate::runtime::{FromCore, Timers, ToCore};
 use crate::telemetry::{CoreMetrics, RequestIds};
 use crate::{log_debug, log_error, log_info, log_warn};
 
@@ -36,6 +36,8 @@ pub struct CoreCtx {
     pub metrics: RefCell<CoreMetrics>,
     pub pool: RefCell<UpstreamPool>,
     pub ids: RequestIds,
+    /// Deadlines of every read and write on this core, fired by the tick.
+    pub timers: Timers,
     date: RefCell<DateCache>,
     /// Set by `Stop`: accept loops end, connections close after their current request.
     stopping: Cell<bool>,
@@ -52,6 +54,7 @@ impl CoreCtx {
             metrics: RefCell::new(metrics),
             pool: RefCell::new(pool),
             ids: RequestIds::new(seed, id),
+            timers: Timers::new(),
             date: RefCell::new(DateCache::new()),
             stopping: Cell::new(false),
         }
@@ -153,8 +156,9 @@ async fn tick_loop(ctx: &Rc<CoreCtx>, rx: &Receiver<ToCore>, tx: &Sender<FromCor
     let mut last_sweep = Instant::now();
     loop {
         compio::time::sleep(tick).await;
-        ctx.date.borrow_mut().refresh(SystemTime::now());
         let now = Instant::now();
+        ctx.timers.fire(now);
+        ctx.date.borrow_mut().refresh(SystemTime::now());
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
             ctx.pool.borrow_mut().sweep(now);

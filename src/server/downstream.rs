@@ -12,6 +12,7 @@ use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use crate::limits::READ_BUF_BYTES;
+use crate::runtime::Timers;
 
 /// Why a read did not deliver bytes.
 #[derive(Debug)]
@@ -64,10 +65,10 @@ impl Downstream {
 
     /// Reads more bytes after `avail()`, growing the buffer up to `max_buffered` unconsumed bytes.
     /// Returns the number of new bytes (never 0: end of stream is `Eof`).
-    pub async fn fill(&mut self, deadline: Option<Instant>, max_buffered: usize) -> Result<usize, ReadError> {
+    pub async fn fill(&mut self, timers: &Timers, deadline: Instant, max_buffered: usize) -> Result<usize, ReadError> {
         let mut buf = std::mem::take(&mut self.rbuf);
         make_room(&mut buf, &mut self.start, max_buffered);
-        let res = read_append(&self.stream, buf, deadline).await;
+        let res = read_append(timers, &self.stream, buf, deadline).await;
         let (res, buf) = res;
         self.rbuf = buf;
         res
@@ -99,22 +100,19 @@ fn make_room(buf: &mut Vec<u8>, start: &mut usize, max_buffered: usize) {
     }
 }
 
-/// One read appended to `buf`, with an optional deadline.
+/// One read appended to `buf`, with a deadline on the core's coarse clock.
 pub async fn read_append(
+    timers: &Timers,
     stream: &TcpStream,
     buf: Vec<u8>,
-    deadline: Option<Instant>,
+    deadline: Instant,
 ) -> (Result<usize, ReadError>, Vec<u8>) {
     let mut reader = stream;
-    let fut = reader.append(buf);
-    let BufResult(res, buf) = match deadline {
-        None => fut.await,
-        Some(d) => match compio::time::timeout_at(d, fut).await {
-            Ok(r) => r,
-            // The read op was cancelled with the future; its buffer is gone with it, so the
-            // connection is unusable for reading. Callers close it.
-            Err(_) => return (Err(ReadError::Timeout), Vec::new()),
-        },
+    let BufResult(res, buf) = match timers.timeout_at(deadline, reader.append(buf)).await {
+        Ok(r) => r,
+        // The read op was cancelled with the future; its buffer is gone with it, so the
+        // connection is unusable for reading. Callers close it.
+        Err(_) => return (Err(ReadError::Timeout), Vec::new()),
     };
     let res = match res {
         Ok(0) => Err(ReadError::Eof),

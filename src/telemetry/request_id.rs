@@ -40,15 +40,20 @@ impl RequestIds {
 
 fn format_uuid(v: u128, out: &mut [u8; REQUEST_ID_LEN]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
-        }
-        nibble -= 1;
-        *slot = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+    let mut hex = [0u8; 32];
+    for (i, b) in v.to_be_bytes().iter().enumerate() {
+        hex[2 * i] = HEX[(b >> 4) as usize];
+        hex[2 * i + 1] = HEX[(b & 0xf) as usize];
     }
+    out[..8].copy_from_slice(&hex[..8]);
+    out[8] = b'-';
+    out[9..13].copy_from_slice(&hex[8..12]);
+    out[13] = b'-';
+    out[14..18].copy_from_slice(&hex[12..16]);
+    out[18] = b'-';
+    out[19..23].copy_from_slice(&hex[16..20]);
+    out[23] = b'-';
+    out[24..].copy_from_slice(&hex[20..]);
 }
 
 /// A process seed from the kernel's randomness (via std's hasher keys), for `RequestIds::new`.
@@ -87,6 +92,13 @@ mod tests {
         let groups: Vec<usize> = s.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12]);
         assert!(s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn uuid_layout() {
+        let mut out = [0u8; REQUEST_ID_LEN];
+        format_uuid(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, &mut out);
+        assert_eq!(&out, b"01234567-89ab-cdef-fedc-ba9876543210");
     }
 
     #[test]
