@@ -156,7 +156,9 @@ fn chunked(c: &mut Criterion) {
     assert_eq!(naive_chunked(&body).map(|v| v.len()), Some(data_len));
     let mut g = c.benchmark_group("chunked_64k_in_4k");
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("tollgate", |b| b.iter(|| tollgate_chunked(black_box(&body))));
+    g.bench_function("tollgate", |b| {
+        b.iter(|| tollgate_chunked(black_box(&body)))
+    });
     g.bench_function("naive_copy", |b| {
         b.iter(|| naive_chunked(black_box(&body)).map(|v| v.len()))
     });
