@@ -193,7 +193,11 @@ pub fn parse_request<'h, 'b>(
         Expect::Continue => version == Version::Http11,
         Expect::Other => return Err(HeadError::Expectation),
     };
-    let upgrade = match (fields.conn_upgrade, fields.upgrade) {
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
+    let upgrade = match (
+        fields.conn_upgrade && version == Version::Http11,
+        fields.upgrade,
+    ) {
         (true, Some(v)) => {
             Some(std::str::from_utf8(v).map_err(|_| HeadError::Bad("non-ASCII Upgrade header"))?)
         }
@@ -1394,6 +1398,8 @@ mod tests {
         let s = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
         assert_eq!(ok(s).upgrade, None);
         let s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(ok(s).upgrade, None);
+        let s = "GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
         assert_eq!(ok(s).upgrade, None);
     }
 
