@@ -1,3 +1,4 @@
+//! Chunked bodies from arbitrary bytes, whole and split; the checks live in
+//! `tollgate::http1::fuzz::chunked`.
 #![no_main]
-// TODO: fuzz target
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate::http1::fuzz::chunked(data));

@@ -1,3 +1,4 @@
+//! Request heads (and, when complete, the body their framing selects) from arbitrary bytes.
+//! The checks live in `tollgate::http1::fuzz::request`.
 #![no_main]
-// TODO: fuzz target
-libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate::http1::fuzz::request(data));

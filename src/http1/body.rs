@@ -353,7 +353,8 @@ mod tests {
     }
 
     fn text_ok(s: &[u8]) -> bool {
-        s.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+        s.iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
     }
 
     fn naive(input: &[u8]) -> Naive {
@@ -374,7 +375,11 @@ mod tests {
             let size = match ext {
                 Some(_) => {
                     let trimmed = size.len()
-                        - size.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
+                        - size
+                            .iter()
+                            .rev()
+                            .take_while(|&&b| b == b' ' || b == b'\t')
+                            .count();
                     &size[..trimmed]
                 }
                 None => size,
@@ -385,7 +390,8 @@ mod tests {
             if !ext.is_none_or(text_ok) {
                 return Naive::Error;
             }
-            let size = u64::from_str_radix(std::str::from_utf8(size).expect("hex"), 16).expect("15 digits fit");
+            let size = u64::from_str_radix(std::str::from_utf8(size).expect("hex"), 16)
+                .expect("15 digits fit");
             pos += end + 2;
             if size == 0 {
                 break;
@@ -416,7 +422,10 @@ mod tests {
                 return Naive::Error;
             }
             if line.is_empty() {
-                return Naive::Done { data, consumed: pos };
+                return Naive::Done {
+                    data,
+                    consumed: pos,
+                };
             }
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 return Naive::Error;
@@ -478,8 +487,12 @@ mod tests {
 
     #[test]
     fn byte_at_a_time() {
-        let input = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: v\r\n\r\n";
-        assert_eq!(bytewise(input), done(b"Wikipedia in\r\n\r\nchunks.", input.len()));
+        let input =
+            b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: v\r\n\r\n";
+        assert_eq!(
+            bytewise(input),
+            done(b"Wikipedia in\r\n\r\nchunks.", input.len())
+        );
         assert_eq!(whole(input), bytewise(input));
     }
 
@@ -508,10 +521,24 @@ mod tests {
     #[test]
     fn bad_sizes() {
         for size_line in [
-            "", "+5", "-5", "0x5", " 5", "5 ", "g", "5 5", ";x", "1234567890abcdef", "5\0",
+            "",
+            "+5",
+            "-5",
+            "0x5",
+            " 5",
+            "5 ",
+            "g",
+            "5 5",
+            ";x",
+            "1234567890abcdef",
+            "5\0",
         ] {
             let input = format!("{size_line}\r\n");
-            assert_eq!(whole(input.as_bytes()), Outcome::Error(BodyError::ChunkSize), "{size_line:?}");
+            assert_eq!(
+                whole(input.as_bytes()),
+                Outcome::Error(BodyError::ChunkSize),
+                "{size_line:?}"
+            );
         }
         // 15 digits is the most we take, whatever their value.
         let input = b"fffffffffffffff\r\n";
@@ -523,13 +550,31 @@ mod tests {
     #[test]
     fn bare_lf_is_refused() {
         assert_eq!(whole(b"5\nhello\r\n"), Outcome::Error(BodyError::ChunkSize));
-        assert_eq!(whole(b"5;x\nhello\r\n"), Outcome::Error(BodyError::ChunkSize));
-        assert_eq!(whole(b"5\r\rhello\r\n"), Outcome::Error(BodyError::ChunkSize));
-        assert_eq!(whole(b"5\r\nhello\n0\r\n\r\n"), Outcome::Error(BodyError::ChunkTerminator));
-        assert_eq!(whole(b"5\r\nhelloX\r\n"), Outcome::Error(BodyError::ChunkTerminator));
-        assert_eq!(whole(b"5\r\nhello\rX"), Outcome::Error(BodyError::ChunkTerminator));
+        assert_eq!(
+            whole(b"5;x\nhello\r\n"),
+            Outcome::Error(BodyError::ChunkSize)
+        );
+        assert_eq!(
+            whole(b"5\r\rhello\r\n"),
+            Outcome::Error(BodyError::ChunkSize)
+        );
+        assert_eq!(
+            whole(b"5\r\nhello\n0\r\n\r\n"),
+            Outcome::Error(BodyError::ChunkTerminator)
+        );
+        assert_eq!(
+            whole(b"5\r\nhelloX\r\n"),
+            Outcome::Error(BodyError::ChunkTerminator)
+        );
+        assert_eq!(
+            whole(b"5\r\nhello\rX"),
+            Outcome::Error(BodyError::ChunkTerminator)
+        );
         assert_eq!(whole(b"0\r\n\n"), Outcome::Error(BodyError::Trailers));
-        assert_eq!(whole(b"0\r\nA: b\n\r\n"), Outcome::Error(BodyError::Trailers));
+        assert_eq!(
+            whole(b"0\r\nA: b\n\r\n"),
+            Outcome::Error(BodyError::Trailers)
+        );
     }
 
     #[test]
@@ -547,12 +592,21 @@ mod tests {
         let exact = format!("1;{ext}\r\nz\r\n0\r\n\r\n");
         assert_eq!(whole(exact.as_bytes()), done(b"z", exact.len()));
         let over = format!("1;{ext}x\r\nz\r\n0\r\n\r\n");
-        assert_eq!(whole(over.as_bytes()), Outcome::Error(BodyError::ChunkLineTooLong));
+        assert_eq!(
+            whole(over.as_bytes()),
+            Outcome::Error(BodyError::ChunkLineTooLong)
+        );
         // Caught before the CRLF arrives.
         let over = format!("1;{ext}xx");
-        assert_eq!(whole(over.as_bytes()), Outcome::Error(BodyError::ChunkLineTooLong));
+        assert_eq!(
+            whole(over.as_bytes()),
+            Outcome::Error(BodyError::ChunkLineTooLong)
+        );
         let ws = format!("1{}", " ".repeat(CHUNK_LINE_BYTES_MAX));
-        assert_eq!(whole(ws.as_bytes()), Outcome::Error(BodyError::ChunkLineTooLong));
+        assert_eq!(
+            whole(ws.as_bytes()),
+            Outcome::Error(BodyError::ChunkLineTooLong)
+        );
     }
 
     #[test]
@@ -575,9 +629,21 @@ mod tests {
 
     #[test]
     fn malformed_trailers() {
-        for t in ["X\r\n", ": v\r\n", "X : v\r\n", " X: v\r\n", "X: v\r\n v\r\n", "X: \0\r\n", "X: v\rv\r\n"] {
+        for t in [
+            "X\r\n",
+            ": v\r\n",
+            "X : v\r\n",
+            " X: v\r\n",
+            "X: v\r\n v\r\n",
+            "X: \0\r\n",
+            "X: v\rv\r\n",
+        ] {
             let input = format!("0\r\n{t}\r\n");
-            assert_eq!(whole(input.as_bytes()), Outcome::Error(BodyError::Trailers), "{t:?}");
+            assert_eq!(
+                whole(input.as_bytes()),
+                Outcome::Error(BodyError::Trailers),
+                "{t:?}"
+            );
         }
     }
 
@@ -617,14 +683,20 @@ mod tests {
         let mut d = BodyDecoder::new(Framing::Chunked);
         assert_eq!(d.decode(b"1\r\na\r\n0\r\n\r\n"), Ok((11, 3..4)));
         assert!(d.is_done());
-        assert_eq!(BodyDecoder::new(Framing::Chunked).decode(b"x"), Err(BodyError::ChunkSize));
+        assert_eq!(
+            BodyDecoder::new(Framing::Chunked).decode(b"x"),
+            Err(BodyError::ChunkSize)
+        );
     }
 
     #[test]
     fn naive_reference_sanity() {
         assert_eq!(
             naive(b"2\r\nab\r\n0\r\n\r\nzz"),
-            Naive::Done { data: b"ab".to_vec(), consumed: 12 }
+            Naive::Done {
+                data: b"ab".to_vec(),
+                consumed: 12
+            }
         );
         assert_eq!(naive(b"2\r\nab"), Naive::Incomplete);
         assert_eq!(naive(b"2\r\nabX"), Naive::Error);
@@ -671,12 +743,16 @@ mod tests {
                     } else {
                         format!("{:x}", bytes.len())
                     };
-                    encoded.extend_from_slice(format!("{}{size}{ext}\r\n", "0".repeat(zeros)).as_bytes());
+                    encoded.extend_from_slice(
+                        format!("{}{size}{ext}\r\n", "0".repeat(zeros)).as_bytes(),
+                    );
                     encoded.extend_from_slice(&bytes);
                     encoded.extend_from_slice(b"\r\n");
                     data.extend_from_slice(&bytes);
                 }
-                encoded.extend_from_slice(format!("{}0{last_ext}\r\n", "0".repeat(last_zeros)).as_bytes());
+                encoded.extend_from_slice(
+                    format!("{}0{last_ext}\r\n", "0".repeat(last_zeros)).as_bytes(),
+                );
                 for (name, value) in trailers {
                     encoded.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
                 }

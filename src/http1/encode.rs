@@ -104,7 +104,12 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_lower_hex() {
-        for (len, want) in [(1usize, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (65535, "ffff\r\n")] {
+        for (len, want) in [
+            (1usize, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (65535, "ffff\r\n"),
+        ] {
             let mut out = Vec::new();
             chunk_header(&mut out, len);
             assert_eq!(out, want.as_bytes());

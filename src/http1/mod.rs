@@ -53,7 +53,9 @@ pub mod fuzz {
     /// byte. Both must agree on the data, the bytes consumed and the outcome.
     pub fn chunked(data: &[u8]) {
         let whole = drain(BodyDecoder::Chunked(ChunkedDecoder::new()), data);
-        let cut = data.first().map_or(0, |&b| usize::from(b) % (data.len() + 1));
+        let cut = data
+            .first()
+            .map_or(0, |&b| usize::from(b) % (data.len() + 1));
         let mut d = BodyDecoder::Chunked(ChunkedDecoder::new());
         let mut out = Outcome::default();
         for piece in [&data[..cut], &data[cut..]] {

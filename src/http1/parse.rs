@@ -193,10 +193,14 @@ pub fn parse_request<'h, 'b>(
         Expect::Continue => version == Version::Http11,
         Expect::Other => return Err(HeadError::Expectation),
     };
-    let upgrade = match (fields.conn_upgrade, fields.upgrade) {
-        (true, Some(v)) => Some(
-            std::str::from_utf8(v).map_err(|_| HeadError::Bad("non-ASCII Upgrade header"))?,
-        ),
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
+    let upgrade = match (
+        fields.conn_upgrade && version == Version::Http11,
+        fields.upgrade,
+    ) {
+        (true, Some(v)) => {
+            Some(std::str::from_utf8(v).map_err(|_| HeadError::Bad("non-ASCII Upgrade header"))?)
+        }
         _ => None,
     };
 
@@ -509,9 +513,7 @@ fn request_framing(fields: &Fields<'_>, version: Version) -> Result<Framing, Hea
         });
     };
     if fields.content_length.is_some() {
-        return Err(HeadError::Bad(
-            "both Content-Length and Transfer-Encoding",
-        ));
+        return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
     }
     if version == Version::Http10 {
         return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -519,9 +521,9 @@ fn request_framing(fields: &Fields<'_>, version: Version) -> Result<Framing, Hea
     match te {
         TransferCoding::Chunked => Ok(Framing::Chunked),
         TransferCoding::CodedChunked => Err(HeadError::NotImplemented("transfer coding")),
-        TransferCoding::NotFinalChunked => Err(HeadError::Bad(
-            "final transfer coding is not chunked",
-        )),
+        TransferCoding::NotFinalChunked => {
+            Err(HeadError::Bad("final transfer coding is not chunked"))
+        }
         TransferCoding::Invalid(why) => Err(HeadError::Bad(why)),
     }
 }
@@ -918,7 +920,10 @@ mod tests {
     fn long_target_in_a_full_buffer_is_414() {
         let mut s = String::from("GET /");
         s.push_str(&"a".repeat(200));
-        assert_eq!(req_with(s.as_bytes(), limits(100, 100)), Err(HeadError::UriTooLong));
+        assert_eq!(
+            req_with(s.as_bytes(), limits(100, 100)),
+            Err(HeadError::UriTooLong)
+        );
         assert_eq!(req_with(s.as_bytes(), limits(300, 100)), Ok(None));
     }
 
@@ -1088,7 +1093,9 @@ mod tests {
             HeadError::Bad("chunked applied more than once")
         );
         assert_eq!(
-            err(&post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n")),
+            err(&post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
+            )),
             HeadError::Bad("chunked applied more than once")
         );
         assert_eq!(
@@ -1125,10 +1132,7 @@ mod tests {
 
     #[test]
     fn whitespace_before_colon_is_400() {
-        for extra in [
-            "Content-Length : 5\r\n",
-            "Transfer-Encoding\t: chunked\r\n",
-        ] {
+        for extra in ["Content-Length : 5\r\n", "Transfer-Encoding\t: chunked\r\n"] {
             assert_eq!(
                 err(&post(extra)),
                 HeadError::Bad("invalid header name"),
@@ -1187,7 +1191,10 @@ mod tests {
 
     #[test]
     fn host_rules() {
-        assert_eq!(err("GET / HTTP/1.1\r\n\r\n"), HeadError::Bad("missing Host"));
+        assert_eq!(
+            err("GET / HTTP/1.1\r\n\r\n"),
+            HeadError::Bad("missing Host")
+        );
         assert_eq!(
             err("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
             HeadError::Bad("more than one Host")
@@ -1197,9 +1204,20 @@ mod tests {
             HeadError::Bad("more than one Host")
         );
         assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").host, None);
-        assert_eq!(ok("GET / HTTP/1.0\r\nHOST: a\r\n\r\n").host.as_deref(), Some("a"));
-        assert_eq!(ok("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").host.as_deref(), Some("[::1]:80"));
-        assert_eq!(ok("GET / HTTP/1.1\r\nHost:\r\n\r\n").host.as_deref(), Some(""));
+        assert_eq!(
+            ok("GET / HTTP/1.0\r\nHOST: a\r\n\r\n").host.as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            ok("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n")
+                .host
+                .as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(
+            ok("GET / HTTP/1.1\r\nHost:\r\n\r\n").host.as_deref(),
+            Some("")
+        );
         for bad in ["a b", "a/b", "a\"b", "é", "a@b"] {
             let s = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
             assert_eq!(err(&s), HeadError::Bad("invalid Host"), "{bad:?}");
@@ -1239,7 +1257,8 @@ mod tests {
 
     #[test]
     fn expect_continue() {
-        let r = ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        let r =
+            ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
         assert!(r.expect_continue);
         assert!(ok("PUT / HTTP/1.1\r\nHost: h\r\nexpect: 100-Continue\r\n\r\n").expect_continue);
         // RFC 9110 §10.1.1: ignored from an HTTP/1.0 client.
@@ -1296,16 +1315,29 @@ mod tests {
         assert_eq!(r.target, "http://api.example.com:8080/a/b?x=1");
 
         let r = ok("GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!((r.path.as_str(), r.query, r.host.as_deref()), ("/", None, Some("h")));
+        assert_eq!(
+            (r.path.as_str(), r.query, r.host.as_deref()),
+            ("/", None, Some("h"))
+        );
         let r = ok("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((r.path.as_str(), r.query.as_deref()), ("/", Some("q=1")));
         let r = ok("GET http://[::1]:9/p HTTP/1.0\r\n\r\n");
-        assert_eq!((r.path.as_str(), r.host.as_deref()), ("/p", Some("[::1]:9")));
+        assert_eq!(
+            (r.path.as_str(), r.host.as_deref()),
+            ("/p", Some("[::1]:9"))
+        );
     }
 
     #[test]
     fn absolute_form_refusals() {
-        for t in ["ftp://h/", "http:///x", "http://", "h/x", "http:/h/x", "http://a b/"] {
+        for t in [
+            "ftp://h/",
+            "http:///x",
+            "http://",
+            "h/x",
+            "http:/h/x",
+            "http://a b/",
+        ] {
             let s = format!("GET {t} HTTP/1.1\r\nHost: h\r\n\r\n");
             assert_eq!(err(&s).status(), 400, "{t}");
         }
@@ -1314,7 +1346,10 @@ mod tests {
             HeadError::Bad("userinfo in request-target")
         );
         // The Host header is still required in HTTP/1.1.
-        assert_eq!(err("GET http://h/ HTTP/1.1\r\n\r\n"), HeadError::Bad("missing Host"));
+        assert_eq!(
+            err("GET http://h/ HTTP/1.1\r\n\r\n"),
+            HeadError::Bad("missing Host")
+        );
     }
 
     #[test]
@@ -1336,7 +1371,11 @@ mod tests {
             ("HTTP/1.1", "Connection: close\r\n", false),
             ("HTTP/1.1", "Connection: Close\r\n", false),
             ("HTTP/1.1", "Connection: keep-alive, close\r\n", false),
-            ("HTTP/1.1", "Connection: keep-alive\r\nConnection: close\r\n", false),
+            (
+                "HTTP/1.1",
+                "Connection: keep-alive\r\nConnection: close\r\n",
+                false,
+            ),
             ("HTTP/1.1", "Connection: keep-alive\r\n", true),
             ("HTTP/1.1", "Connection: closed\r\n", true),
             ("HTTP/1.0", "", false),
@@ -1360,6 +1399,8 @@ mod tests {
         assert_eq!(ok(s).upgrade, None);
         let s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n";
         assert_eq!(ok(s).upgrade, None);
+        let s = "GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(ok(s).upgrade, None);
     }
 
     // ---- helpers ----
@@ -1367,9 +1408,18 @@ mod tests {
     #[test]
     fn helpers() {
         let h = [
-            httparse::Header { name: "Accept", value: b"a" },
-            httparse::Header { name: "X-Thing", value: b"1" },
-            httparse::Header { name: "x-thing", value: b"2" },
+            httparse::Header {
+                name: "Accept",
+                value: b"a",
+            },
+            httparse::Header {
+                name: "X-Thing",
+                value: b"1",
+            },
+            httparse::Header {
+                name: "x-thing",
+                value: b"2",
+            },
         ];
         assert_eq!(header_value(&h, "x-THING"), Some(&b"1"[..]));
         assert_eq!(header_value(&h, "missing"), None);
@@ -1447,23 +1497,37 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: nope\r\n\r\n",
         ] {
             let r = res(s);
-            assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false), "{s:?}");
+            assert_eq!(
+                (r.framing, r.keep_alive),
+                (Framing::Chunked, false),
+                "{s:?}"
+            );
         }
     }
 
     #[test]
     fn response_bodiless_statuses_and_head() {
-        for status in ["204 No Content", "304 Not Modified", "100 Continue", "101 Switching Protocols", "103 Early Hints"] {
+        for status in [
+            "204 No Content",
+            "304 Not Modified",
+            "100 Continue",
+            "101 Switching Protocols",
+            "103 Early Hints",
+        ] {
             let s = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
             let r = res(&s);
             assert_eq!(r.framing, Framing::Empty, "{status}");
             assert!(r.keep_alive);
         }
         let s = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
-        let r = res_with(s, HeadLimits::default(), true).expect("ok").expect("complete");
+        let r = res_with(s, HeadLimits::default(), true)
+            .expect("ok")
+            .expect("complete");
         assert_eq!(r.framing, Framing::Empty);
         let s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let r = res_with(s, HeadLimits::default(), true).expect("ok").expect("complete");
+        let r = res_with(s, HeadLimits::default(), true)
+            .expect("ok")
+            .expect("complete");
         assert_eq!(r.framing, Framing::Empty);
     }
 
@@ -1512,12 +1576,24 @@ mod tests {
             res_err("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
             HeadError::Bad("chunked applied more than once")
         );
-        assert_eq!(res_err("HTTP/1.1 099 Odd\r\n\r\n"), HeadError::Bad("status code out of range"));
-        assert_eq!(res_err("HTTP/1.1 600 Odd\r\n\r\n"), HeadError::Bad("status code out of range"));
+        assert_eq!(
+            res_err("HTTP/1.1 099 Odd\r\n\r\n"),
+            HeadError::Bad("status code out of range")
+        );
+        assert_eq!(
+            res_err("HTTP/1.1 600 Odd\r\n\r\n"),
+            HeadError::Bad("status code out of range")
+        );
         assert_eq!(res_err("HTTP/1.1 20 OK\r\n\r\n").status(), 400);
         assert_eq!(res_err("HTTP/2.0 200 OK\r\n\r\n"), HeadError::Version);
-        assert_eq!(res_err("HTTP/2 200 OK\r\n\r\n"), HeadError::Bad("invalid HTTP version"));
-        assert_eq!(res_err("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n").status(), 400);
+        assert_eq!(
+            res_err("HTTP/2 200 OK\r\n\r\n"),
+            HeadError::Bad("invalid HTTP version")
+        );
+        assert_eq!(
+            res_err("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n").status(),
+            400
+        );
         assert_eq!(res_err("HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n").status(), 400);
     }
 
@@ -1526,7 +1602,10 @@ mod tests {
         // Bare LF, several spaces in the status line, missing reason, space before the colon.
         let r = res("HTTP/1.1 200 OK\nContent-Length: 3\n\n");
         assert_eq!(r.framing, Framing::Length(3));
-        assert_eq!(res("HTTP/1.1  200  OK\r\nContent-Length: 1\r\n\r\n").status, 200);
+        assert_eq!(
+            res("HTTP/1.1  200  OK\r\nContent-Length: 1\r\n\r\n").status,
+            200
+        );
         assert_eq!(res("HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n").status, 200);
         let r = res("HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\n");
         assert_eq!(r.framing, Framing::Length(4));
@@ -1535,13 +1614,21 @@ mod tests {
     #[test]
     fn response_limits() {
         let s = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n";
-        assert!(res_with(s, limits(s.len(), 10), false).expect("ok").is_some());
+        assert!(
+            res_with(s, limits(s.len(), 10), false)
+                .expect("ok")
+                .is_some()
+        );
         assert_eq!(
             res_with(s, limits(s.len() - 1, 10), false),
             Err(HeadError::TooLarge("response head"))
         );
         assert_eq!(
-            res_with("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", limits(1024, 1), false),
+            res_with(
+                "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n",
+                limits(1024, 1),
+                false
+            ),
             Err(HeadError::TooLarge("too many header fields"))
         );
     }
@@ -1594,7 +1681,11 @@ mod tests {
                     Some(q) => format!("{path}?{q}"),
                     None => path.clone(),
                 };
-                let version = if http11 { Version::Http11 } else { Version::Http10 };
+                let version = if http11 {
+                    Version::Http11
+                } else {
+                    Version::Http10
+                };
                 let mut s = format!(
                     "{method} {target} HTTP/1.{}\r\nHost: {host}\r\n",
                     u8::from(http11)
