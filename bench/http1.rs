@@ -37,7 +37,7 @@ Accept-Language: en-GB,en;q=0.9,de;q=0.8\r\n\
 Cookie: session=6f1c2a9b4e7d40d8a3b5c0e1f2a3b4c5; theme=dark\r\n\r\n";
 
 fn tollgate_head(buf: &[u8]) -> usize {
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+    let mut headers = tollgate::http1::header_slots::<HEADERS_CEILING>();
     match parse_request(buf, &mut headers, &HeadLimits::default()) {
         Ok(Some(head)) => head.head_len + head.headers.len(),
         _ => 0,
@@ -45,9 +45,9 @@ fn tollgate_head(buf: &[u8]) -> usize {
 }
 
 fn httparse_head(buf: &[u8]) -> usize {
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut headers = tollgate::http1::header_slots::<HEADERS_CEILING>();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n + req.headers.len(),
         _ => 0,
     }

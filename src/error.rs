@@ -96,7 +96,11 @@ pub struct GatewayError {
 
 impl GatewayError {
     pub fn new(kind: ErrorKind, side: Side, context: impl Into<String>) -> Self {
-        GatewayError { kind, side, context: context.into() }
+        GatewayError {
+            kind,
+            side,
+            context: context.into(),
+        }
     }
 
     pub fn downstream(kind: ErrorKind, context: impl Into<String>) -> Self {
@@ -119,7 +123,13 @@ impl fmt::Display for GatewayError {
             Side::Upstream => "backend",
             Side::Internal => "gateway",
         };
-        write!(f, "{} {} ({side}): {}", self.kind.status(), crate::http1::encode::reason(self.kind.status()), self.context)
+        write!(
+            f,
+            "{} {} ({side}): {}",
+            self.kind.status(),
+            crate::http1::encode::reason(self.kind.status()),
+            self.context
+        )
     }
 }
 
@@ -161,7 +171,10 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(k.body()).unwrap();
             assert!(v["message"].is_string(), "{k:?}");
         }
-        assert_eq!(ErrorKind::GatewayTimeout.body(), br#"{"message":"Endpoint request timed out"}"#);
+        assert_eq!(
+            ErrorKind::GatewayTimeout.body(),
+            br#"{"message":"Endpoint request timed out"}"#
+        );
         assert_eq!(ErrorKind::NotFound.status(), 404);
     }
 }

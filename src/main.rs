@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tollgate::server::{ServeOptions, control};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A thread-per-core API gateway for bare-metal Linux")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A thread-per-core API gateway for bare-metal Linux"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,10 @@ fn main() -> ExitCode {
                 eprintln!("tollgate: --cores must be at least 1");
                 return ExitCode::from(2);
             }
-            match tollgate::server::serve(ServeOptions { config_path: config, cores }) {
+            match tollgate::server::serve(ServeOptions {
+                config_path: config,
+                cores,
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tollgate::log_error!("tollgate", "cannot serve:\n{e}");
@@ -50,7 +57,11 @@ fn main() -> ExitCode {
         Command::Validate { file } => match control::load_snapshot(&file, 1) {
             Ok(snap) => {
                 let routes: usize = snap.config.apis.iter().map(|a| a.routes.len()).sum();
-                println!("{}: ok ({} API(s), {routes} route(s))", file.display(), snap.apis.len());
+                println!(
+                    "{}: ok ({} API(s), {routes} route(s))",
+                    file.display(),
+                    snap.apis.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {

@@ -22,24 +22,36 @@ const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(10);
 const ADMIN_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the admin accept thread.
-pub fn spawn(listener: TcpListener, control: Sender<AdminRequest>, shared: Arc<AdminShared>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("tollgate-admin".into()).spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let control = control.clone();
-            let shared = shared.clone();
-            let _ = std::thread::Builder::new().name("tollgate-admin-conn".into()).spawn(move || {
-                let _ = handle(stream, &control, &shared);
-            });
-        }
-    })?;
+pub fn spawn(
+    listener: TcpListener,
+    control: Sender<AdminRequest>,
+    shared: Arc<AdminShared>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tollgate-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let control = control.clone();
+                let shared = shared.clone();
+                let _ = std::thread::Builder::new()
+                    .name("tollgate-admin-conn".into())
+                    .spawn(move || {
+                        let _ = handle(stream, &control, &shared);
+                    });
+            }
+        })?;
     Ok(())
 }
 
 /// A response: status, content type, body.
 type Answer = (u16, &'static str, String);
 
-fn handle(mut stream: TcpStream, control: &Sender<AdminRequest>, shared: &AdminShared) -> std::io::Result<()> {
+fn handle(
+    mut stream: TcpStream,
+    control: &Sender<AdminRequest>,
+    shared: &AdminShared,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(ADMIN_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(ADMIN_IO_TIMEOUT))?;
     let mut buf = vec![0u8; ADMIN_HEAD_BYTES_MAX];
@@ -56,11 +68,17 @@ fn handle(mut stream: TcpStream, control: &Sender<AdminRequest>, shared: &AdminS
             Ok(httparse::Status::Complete(_)) => {
                 let method = req.method.unwrap_or("");
                 let path = req.path.unwrap_or("/");
-                let auth = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("authorization")).map(|h| h.value);
+                let auth = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value);
                 break route(method, path, auth, control, shared);
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            Ok(httparse::Status::Partial) => break json(431, r#"{"message":"Request Header Fields Too Large"}"#),
+            Ok(httparse::Status::Partial) => {
+                break json(431, r#"{"message":"Request Header Fields Too Large"}"#);
+            }
             Err(_) => break json(400, r#"{"message":"Bad Request"}"#),
         }
     };
@@ -79,7 +97,13 @@ fn json(status: u16, body: &str) -> Answer {
     (status, "application/json", body.to_string())
 }
 
-fn route(method: &str, target: &str, auth: Option<&[u8]>, control: &Sender<AdminRequest>, shared: &AdminShared) -> Answer {
+fn route(
+    method: &str,
+    target: &str,
+    auth: Option<&[u8]>,
+    control: &Sender<AdminRequest>,
+    shared: &AdminShared,
+) -> Answer {
     let path = target.split('?').next().unwrap_or(target);
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => json(200, r#"{"status":"ok"}"#),
@@ -114,7 +138,9 @@ fn route(method: &str, target: &str, auth: Option<&[u8]>, control: &Sender<Admin
                 Err(_) => json(503, r#"{"message":"Service Unavailable"}"#),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => json(405, r#"{"message":"Method Not Allowed"}"#),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => {
+            json(405, r#"{"message":"Method Not Allowed"}"#)
+        }
         _ => json(404, r#"{"message":"Not Found"}"#),
     }
 }

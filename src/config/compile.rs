@@ -106,7 +106,9 @@ enum RenderedPart {
 impl Rendered {
     /// A template with no holes.
     pub fn literal(bytes: &[u8]) -> Rendered {
-        Rendered { parts: vec![RenderedPart::Literal(bytes.into())] }
+        Rendered {
+            parts: vec![RenderedPart::Literal(bytes.into())],
+        }
     }
 
     /// The bytes, when the template has no parameter holes.
@@ -176,14 +178,23 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             let mut routes = Vec::with_capacity(api.routes.len());
             for route in &api.routes {
                 let names = route.key.param_names();
-                let where_ = format!("api {} stage {} route {}", api.name, stage.name, route.key_text);
+                let where_ = format!(
+                    "api {} stage {} route {}",
+                    api.name, stage.name, route.key_text
+                );
                 let integration = match &route.integration {
-                    IntegrationConfig::Mock { status, headers, body } => {
+                    IntegrationConfig::Mock {
+                        status,
+                        headers,
+                        body,
+                    } => {
                         let mut hs = Vec::with_capacity(headers.len());
                         for (name, value) in headers {
                             match resolve(value, &stage.variables, &names) {
                                 Ok(v) => hs.push((name.as_bytes().into(), v)),
-                                Err(e) => errors.push(whole(format!("{where_}: header {name}: {e}"))),
+                                Err(e) => {
+                                    errors.push(whole(format!("{where_}: header {name}: {e}")))
+                                }
                             }
                         }
                         match resolve(body, &stage.variables, &names) {
@@ -208,7 +219,9 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                         }
                     }
                 };
-                let Some(integration) = integration else { continue };
+                let Some(integration) = integration else {
+                    continue;
+                };
                 route_labels.push(route_labels_for(&api.name, &stage.name, &route.key_text));
                 routes.push(CompiledRoute {
                     key: route.key_text.clone(),
@@ -217,9 +230,15 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                     integration,
                 });
             }
-            stages.push(StageRoutes { name: stage.name.clone(), routes });
+            stages.push(StageRoutes {
+                name: stage.name.clone(),
+                routes,
+            });
         }
-        apis.push(CompiledApi { name: api.name.clone(), stages });
+        apis.push(CompiledApi {
+            name: api.name.clone(),
+            stages,
+        });
     }
     route_labels.push(route_labels_for("", "", ""));
 
@@ -240,7 +259,11 @@ fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
 }
 
 fn whole(message: String) -> ConfigError {
-    ConfigError { line: 0, col: 0, message }
+    ConfigError {
+        line: 0,
+        col: 0,
+        message,
+    }
 }
 
 /// Substitutes stage variables and turns path-parameter names into indices.
@@ -290,7 +313,10 @@ fn proxy_target(
     let rest = head
         .strip_prefix(b"http://")
         .ok_or_else(|| "only http:// backends are supported".to_string())?;
-    let auth_end = rest.iter().position(|&b| matches!(b, b'/' | b'?')).unwrap_or(rest.len());
+    let auth_end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?'))
+        .unwrap_or(rest.len());
     if auth_end == rest.len() && full.parts.len() > 1 {
         return Err("a path parameter cannot be part of the backend's host or port".into());
     }
@@ -347,11 +373,17 @@ fn proxy_target(
 }
 
 fn resolve_authority(authority: &str) -> Result<SocketAddr, String> {
-    let with_port = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+    let with_port = if has_port(authority) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     let mut addrs = with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve backend {authority}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("backend {authority} resolved to no address"))
+    addrs
+        .next()
+        .ok_or_else(|| format!("backend {authority} resolved to no address"))
 }
 
 fn has_port(authority: &str) -> bool {
@@ -379,7 +411,8 @@ mod tests {
              integration = {{ type = \"http_proxy\", uri = \"http://${{stageVariables.b}}/x/{{id}}/y/{{proxy}}?k=v\" }}\n\
              [[api.stage]]\nname = \"prod\"\nvariables = {{ b = \"127.0.0.1:9000\" }}\n"
         ));
-        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration else {
+        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration
+        else {
             panic!("not a proxy")
         };
         assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
@@ -401,7 +434,8 @@ mod tests {
             "{BASE}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
              integration = {{ type = \"http_proxy\", uri = \"http://localhost:9\" }}\n"
         ));
-        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration else {
+        let CompiledIntegration::HttpProxy(t) = &snap.apis[0].stages[0].routes[0].integration
+        else {
             panic!("not a proxy")
         };
         assert_eq!(t.path.as_static(), Some(&b"/"[..]));
@@ -436,6 +470,11 @@ mod tests {
         ))
         .unwrap();
         let errs = compile(config, 1).unwrap_err();
-        assert!(errs[0].message.contains("cannot resolve backend no-such-host.invalid"), "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("cannot resolve backend no-such-host.invalid"),
+            "{errs:?}"
+        );
     }
 }

@@ -11,8 +11,8 @@ pub mod parse;
 
 pub use body::{BodyDecoder, BodyError, ChunkedDecoder, LengthDecoder};
 pub use parse::{
-    Framing, HeadError, HeadLimits, RequestHead, ResponseHead, Version, has_token, header_value,
-    host_without_port, parse_request, parse_response,
+    Framing, HeadError, HeadLimits, RequestHead, ResponseHead, Version, has_token, header_slots,
+    header_value, host_without_port, parse_request, parse_response,
 };
 
 /// Entry points for the fuzz targets in `fuzz/`: they feed bytes here, and these check the
@@ -33,7 +33,7 @@ pub mod fuzz {
             },
         ];
         for limits in limits {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+            let mut headers = header_slots::<HEADERS_CEILING>();
             let Ok(Some(head)) = parse_request(data, &mut headers, &limits) else {
                 continue;
             };
@@ -42,7 +42,7 @@ pub mod fuzz {
             let _ = host_without_port(head.host.unwrap_or(""));
             drain(BodyDecoder::new(head.framing), &data[head.head_len..]);
         }
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = header_slots::<16>();
         if let Ok(Some(head)) = parse_response(data, &mut headers, &HeadLimits::default(), false) {
             assert!(head.head_len <= data.len());
             drain(BodyDecoder::new(head.framing), &data[head.head_len..]);

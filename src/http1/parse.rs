@@ -23,6 +23,8 @@
 //!   are tolerated (we re-encode what we forward); obs-fold and invalid header lines are not.
 //!   An HTTP/1.0 response with Transfer-Encoding is framed by it but never kept alive (§6.1).
 
+use std::mem::MaybeUninit;
+
 use crate::limits;
 
 /// Limits applied while parsing a head.
@@ -139,6 +141,11 @@ impl HeadError {
     }
 }
 
+/// A header array for `parse_request`/`parse_response`, left uninitialized (free to create).
+pub fn header_slots<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
+    [const { MaybeUninit::uninit() }; N]
+}
+
 /// Parses a request head at the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, read more (unless `buf.len()` already reached the limit, in which case
@@ -146,7 +153,7 @@ impl HeadError {
 /// `headers.len()`) fields are accepted.
 pub fn parse_request<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
     // Only the first `header_bytes_max` bytes are ever parsed: a head that does not complete inside
@@ -154,8 +161,10 @@ pub fn parse_request<'h, 'b>(
     let window = &buf[..buf.len().min(limits.header_bytes_max)];
     let slots = limits.headers_max.min(headers.len());
     let (headers, _) = headers.split_at_mut(slots);
-    let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(window) {
+    // Uninitialized slots: initializing HEADERS_CEILING headers (8 KiB) per request cost more
+    // than parsing a typical request does.
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(window, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= limits.header_bytes_max => {
             return Err(request_over_limit(window));
@@ -227,7 +236,7 @@ pub fn parse_request<'h, 'b>(
 /// `head_len` and parses again.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &HeadLimits,
     request_was_head: bool,
 ) -> Result<Option<ResponseHead<'h, 'b>>, HeadError> {
@@ -238,8 +247,8 @@ pub fn parse_response<'h, 'b>(
     config
         .allow_multiple_spaces_in_response_status_delimiters(true)
         .allow_spaces_after_header_name_in_responses(true);
-    let mut res = httparse::Response::new(headers);
-    let head_len = match config.parse_response(&mut res, window) {
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match config.parse_response_with_uninit_headers(&mut res, window, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= limits.header_bytes_max => {
             return Err(HeadError::TooLarge("response head"));
@@ -768,7 +777,7 @@ mod tests {
     }
 
     fn req_with(buf: &[u8], limits: HeadLimits) -> Result<Option<Req>, HeadError> {
-        let mut h = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        let mut h = header_slots::<HEADERS_CEILING>();
         parse_request(buf, &mut h, &limits).map(|o| o.map(Req::from))
     }
 
@@ -785,7 +794,7 @@ mod tests {
     }
 
     fn res_with(s: &str, limits: HeadLimits, was_head: bool) -> Result<Option<Res>, HeadError> {
-        let mut h = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        let mut h = header_slots::<HEADERS_CEILING>();
         parse_response(s.as_bytes(), &mut h, &limits, was_head).map(|o| {
             o.map(|r| Res {
                 status: r.status,
@@ -968,14 +977,14 @@ mod tests {
     #[test]
     fn header_array_shorter_than_headers_max_caps_it() {
         let four = with_fields(4);
-        let mut h = [httparse::EMPTY_HEADER; 3];
+        let mut h = header_slots::<3>();
         let r = parse_request(four.as_bytes(), &mut h, &HeadLimits::default());
         assert_eq!(
             r.map(|o| o.is_some()),
             Err(HeadError::TooLarge("too many header fields"))
         );
         let three = with_fields(3);
-        let mut h = [httparse::EMPTY_HEADER; 3];
+        let mut h = header_slots::<3>();
         let r = parse_request(three.as_bytes(), &mut h, &HeadLimits::default());
         assert_eq!(r.expect("ok").expect("complete").headers.len(), 3);
     }

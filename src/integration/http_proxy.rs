@@ -233,10 +233,19 @@ pub async fn forward(
         match exchange_head(ctx, down, req, &mut up, x, deadline).await {
             Ok(resp) => break (up, resp),
             Err(Stale::Retry(why)) if pooled && replayable && !retried => {
-                crate::log_debug!("proxy", "stale pooled connection to {} ({why}); retrying on a fresh one", target.addr);
+                crate::log_debug!(
+                    "proxy",
+                    "stale pooled connection to {} ({why}); retrying on a fresh one",
+                    target.addr
+                );
                 retried = true;
             }
-            Err(Stale::Retry(why)) => return Err(Failure::Respond(ErrorKind::BadGateway, format!("backend {}: {why}", target.addr))),
+            Err(Stale::Retry(why)) => {
+                return Err(Failure::Respond(
+                    ErrorKind::BadGateway,
+                    format!("backend {}: {why}", target.addr),
+                ));
+            }
             Err(Stale::Fail(f)) => return Err(f),
         }
     };
@@ -262,17 +271,31 @@ fn take_body(down: &mut Downstream, req: &mut Vec<u8>, x: &mut Exchange) -> Resu
     Ok(())
 }
 
-async fn acquire(ctx: &CoreCtx, addr: SocketAddr, connect_by: Instant) -> Result<UpstreamConn, Failure> {
+async fn acquire(
+    ctx: &CoreCtx,
+    addr: SocketAddr,
+    connect_by: Instant,
+) -> Result<UpstreamConn, Failure> {
     if let Some(c) = ctx.pool.borrow_mut().take(addr, ctx.timers.now()) {
         return Ok(c);
     }
-    match ctx.timers.timeout_at(connect_by, TcpStream::connect(addr)).await {
+    match ctx
+        .timers
+        .timeout_at(connect_by, TcpStream::connect(addr))
+        .await
+    {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(UpstreamConn::new(stream, addr))
         }
-        Ok(Err(e)) => Err(Failure::Respond(ErrorKind::BadGateway, format!("connect to backend {addr}: {e}"))),
-        Err(_) => Err(Failure::Respond(ErrorKind::GatewayTimeout, format!("connect to backend {addr}: timed out"))),
+        Ok(Err(e)) => Err(Failure::Respond(
+            ErrorKind::BadGateway,
+            format!("connect to backend {addr}: {e}"),
+        )),
+        Err(_) => Err(Failure::Respond(
+            ErrorKind::GatewayTimeout,
+            format!("connect to backend {addr}: timed out"),
+        )),
     }
 }
 
@@ -317,16 +340,31 @@ async fn exchange_head(
     if !x.body.is_done() {
         if x.expect_continue {
             down.out.extend_from_slice(CONTINUE);
-            down.flush().await.map_err(|e| Stale::Fail(Failure::Abort(format!("client write: {e}"))))?;
+            down.flush()
+                .await
+                .map_err(|e| Stale::Fail(Failure::Abort(format!("client write: {e}"))))?;
         }
         while !x.body.is_done() {
             req.clear();
             let by = ctx.timers.now() + x.client_read_timeout;
-            match down.fill(&ctx.timers, by, x.head_limits.header_bytes_max).await {
+            match down
+                .fill(&ctx.timers, by, x.head_limits.header_bytes_max)
+                .await
+            {
                 Ok(_) => {}
-                Err(ReadError::Eof) => return Err(Stale::Fail(Failure::Abort("client closed during the request body".into()))),
-                Err(ReadError::Timeout) => return Err(Stale::Fail(Failure::Abort("client request body timed out".into()))),
-                Err(ReadError::Io(e)) => return Err(Stale::Fail(Failure::Abort(format!("client read: {e}")))),
+                Err(ReadError::Eof) => {
+                    return Err(Stale::Fail(Failure::Abort(
+                        "client closed during the request body".into(),
+                    )));
+                }
+                Err(ReadError::Timeout) => {
+                    return Err(Stale::Fail(Failure::Abort(
+                        "client request body timed out".into(),
+                    )));
+                }
+                Err(ReadError::Io(e)) => {
+                    return Err(Stale::Fail(Failure::Abort(format!("client read: {e}"))));
+                }
             }
             take_body(down, req, x).map_err(Stale::Fail)?;
             if req.is_empty() {
@@ -339,7 +377,10 @@ async fn exchange_head(
                 Stale::Fail(if e.kind() == std::io::ErrorKind::TimedOut {
                     timeout_failure(up.addr)
                 } else {
-                    Failure::Respond(ErrorKind::BadGateway, format!("backend {}: send body: {e}", up.addr))
+                    Failure::Respond(
+                        ErrorKind::BadGateway,
+                        format!("backend {}: send body: {e}", up.addr),
+                    )
                 })
             })?;
         }
@@ -350,7 +391,7 @@ async fn exchange_head(
     loop {
         if !up.buf.is_empty() {
             seen_any = true;
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+            let mut headers = http1::header_slots::<HEADERS_CEILING>();
             match http1::parse_response(&up.buf, &mut headers, &x.head_limits, x.is_head) {
                 Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
                     let n = h.head_len;
@@ -360,11 +401,19 @@ async fn exchange_head(
                 Ok(Some(h)) if h.status == 101 => {
                     return Err(Stale::Fail(Failure::Respond(
                         ErrorKind::BadGateway,
-                        format!("backend {} answered 101 Switching Protocols on an HTTP route", up.addr),
+                        format!(
+                            "backend {} answered 101 Switching Protocols on an HTTP route",
+                            up.addr
+                        ),
                     )));
                 }
                 Ok(Some(h)) => {
-                    let resp = RespHead { status: h.status, framing: h.framing, keep_alive: h.keep_alive, head_len: h.head_len };
+                    let resp = RespHead {
+                        status: h.status,
+                        framing: h.framing,
+                        keep_alive: h.keep_alive,
+                        head_len: h.head_len,
+                    };
                     render_client_head(&mut down.out, &h, x, resp.framing);
                     return Ok(resp);
                 }
@@ -384,29 +433,45 @@ async fn exchange_head(
         match res {
             Ok(_) => {}
             Err(ReadError::Timeout) => return Err(Stale::Fail(timeout_failure(up.addr))),
-            Err(ReadError::Eof) if !seen_any => return Err(Stale::Retry("closed before answering".into())),
+            Err(ReadError::Eof) if !seen_any => {
+                return Err(Stale::Retry("closed before answering".into()));
+            }
             Err(ReadError::Eof) => {
                 return Err(Stale::Fail(Failure::Respond(
                     ErrorKind::BadGateway,
-                    format!("backend {}: closed in the middle of the response head", up.addr),
+                    format!(
+                        "backend {}: closed in the middle of the response head",
+                        up.addr
+                    ),
                 )));
             }
             Err(ReadError::Io(e)) if !seen_any => return Err(Stale::Retry(format!("read: {e}"))),
             Err(ReadError::Io(e)) => {
-                return Err(Stale::Fail(Failure::Respond(ErrorKind::BadGateway, format!("backend {}: read: {e}", up.addr))));
+                return Err(Stale::Fail(Failure::Respond(
+                    ErrorKind::BadGateway,
+                    format!("backend {}: read: {e}", up.addr),
+                )));
             }
         }
     }
 }
 
 fn timeout_failure(addr: SocketAddr) -> Failure {
-    Failure::Respond(ErrorKind::GatewayTimeout, format!("backend {addr}: no response within the integration timeout"))
+    Failure::Respond(
+        ErrorKind::GatewayTimeout,
+        format!("backend {addr}: no response within the integration timeout"),
+    )
 }
 
 /// The client's response head: the backend's status and end-to-end headers, our framing and
 /// common headers. The backend's `date` is kept (it is the origin's, RFC 9110 §6.6.1); ours is
 /// added only when it sent none.
-fn render_client_head(out: &mut Vec<u8>, h: &http1::ResponseHead<'_, '_>, x: &Exchange, framing: Framing) {
+fn render_client_head(
+    out: &mut Vec<u8>,
+    h: &http1::ResponseHead<'_, '_>,
+    x: &Exchange,
+    framing: Framing,
+) {
     let chunked = client_chunked(x, framing);
     let keep_alive = client_keep_alive(x, framing);
     encode::status_line(out, h.status);
@@ -459,7 +524,10 @@ async fn relay_response(
     resp: RespHead,
     timeout_ms: u64,
 ) -> Result<Relayed, Failure> {
-    let relayed = Relayed { status: resp.status, keep_alive: client_keep_alive(x, resp.framing) };
+    let relayed = Relayed {
+        status: resp.status,
+        keep_alive: client_keep_alive(x, resp.framing),
+    };
     compact(&mut up.buf, resp.head_len);
     let chunked_out = client_chunked(x, resp.framing);
     let mut decoder = BodyDecoder::new(resp.framing);
@@ -473,10 +541,18 @@ async fn relay_response(
         }
         // Whatever is decoded goes out before the next backend read, so memory stays flat.
         if !down.out.is_empty() {
-            down.flush().await.map_err(|e| Failure::Abort(format!("client write: {e}")))?;
+            down.flush()
+                .await
+                .map_err(|e| Failure::Abort(format!("client write: {e}")))?;
         }
         let buf = reserve_read(std::mem::take(&mut up.buf), RELAY_READ_BYTES);
-        let (res, buf) = read_append(&ctx.timers, &up.stream, buf, ctx.timers.now() + read_timeout).await;
+        let (res, buf) = read_append(
+            &ctx.timers,
+            &up.stream,
+            buf,
+            ctx.timers.now() + read_timeout,
+        )
+        .await;
         up.buf = buf;
         match res {
             Ok(_) => {}
@@ -486,9 +562,21 @@ async fn relay_response(
                 }
                 return Ok(relayed);
             }
-            Err(ReadError::Eof) => return Err(Failure::Abort(format!("backend {} closed mid-response", up.addr))),
-            Err(ReadError::Timeout) => return Err(Failure::Abort(format!("backend {} stalled mid-response", up.addr))),
-            Err(ReadError::Io(e)) => return Err(Failure::Abort(format!("backend {}: read: {e}", up.addr))),
+            Err(ReadError::Eof) => {
+                return Err(Failure::Abort(format!(
+                    "backend {} closed mid-response",
+                    up.addr
+                )));
+            }
+            Err(ReadError::Timeout) => {
+                return Err(Failure::Abort(format!(
+                    "backend {} stalled mid-response",
+                    up.addr
+                )));
+            }
+            Err(ReadError::Io(e)) => {
+                return Err(Failure::Abort(format!("backend {}: read: {e}", up.addr)));
+            }
         }
     }
     if resp.keep_alive && up.buf.is_empty() {
@@ -499,16 +587,30 @@ async fn relay_response(
 
 fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
     if buf.capacity() - buf.len() < 4096 {
-        let want = (buf.capacity() * 2).clamp(crate::limits::READ_BUF_BYTES, max.max(crate::limits::READ_BUF_BYTES));
+        let want = (buf.capacity() * 2).clamp(
+            crate::limits::READ_BUF_BYTES,
+            max.max(crate::limits::READ_BUF_BYTES),
+        );
         buf.reserve(want.saturating_sub(buf.len()).max(4096));
     }
     buf
 }
 
-async fn write_by(ctx: &CoreCtx, stream: &TcpStream, buf: Vec<u8>, deadline: Instant) -> BufResult<(), Vec<u8>> {
+async fn write_by(
+    ctx: &CoreCtx,
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+) -> BufResult<(), Vec<u8>> {
     let mut w = stream;
     match ctx.timers.timeout_at(deadline, w.write_all(buf)).await {
         Ok(r) => r,
-        Err(_) => BufResult(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")), Vec::new()),
+        Err(_) => BufResult(
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timed out",
+            )),
+            Vec::new(),
+        ),
     }
 }

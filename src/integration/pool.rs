@@ -27,7 +27,12 @@ pub struct UpstreamConn {
 
 impl UpstreamConn {
     pub fn new(stream: TcpStream, addr: SocketAddr) -> Self {
-        UpstreamConn { stream, addr, buf: Vec::with_capacity(READ_BUF_BYTES), uses: 0 }
+        UpstreamConn {
+            stream,
+            addr,
+            buf: Vec::with_capacity(READ_BUF_BYTES),
+            uses: 0,
+        }
     }
 }
 

@@ -7,7 +7,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// One bound, listening socket with SO_REUSEPORT (and SO_REUSEADDR) set.
 pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -30,8 +34,14 @@ pub struct BoundListeners {
 
 /// Binds `cores` sockets for each address. Port 0 is resolved by the first bind and reused for
 /// the others, so all cores share one port.
-pub fn bind_listeners(addrs: &[SocketAddr], cores: usize, backlog: u32) -> io::Result<BoundListeners> {
-    let mut per_core: Vec<Vec<TcpListener>> = (0..cores).map(|_| Vec::with_capacity(addrs.len())).collect();
+pub fn bind_listeners(
+    addrs: &[SocketAddr],
+    cores: usize,
+    backlog: u32,
+) -> io::Result<BoundListeners> {
+    let mut per_core: Vec<Vec<TcpListener>> = (0..cores)
+        .map(|_| Vec::with_capacity(addrs.len()))
+        .collect();
     let mut actual = Vec::with_capacity(addrs.len());
     for &addr in addrs {
         let first = bind_reuseport(addr, backlog).map_err(|e| with_addr(e, addr))?;
@@ -42,7 +52,10 @@ pub fn bind_listeners(addrs: &[SocketAddr], cores: usize, backlog: u32) -> io::R
             core.push(bind_reuseport(addr, backlog).map_err(|e| with_addr(e, addr))?);
         }
     }
-    Ok(BoundListeners { per_core, addrs: actual })
+    Ok(BoundListeners {
+        per_core,
+        addrs: actual,
+    })
 }
 
 fn with_addr(e: io::Error, addr: SocketAddr) -> io::Error {

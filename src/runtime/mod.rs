@@ -43,7 +43,9 @@ pub fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return (0..online_cpus()).collect();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&i| libc::CPU_ISSET(i, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&i| libc::CPU_ISSET(i, &set))
+            .collect()
     }
 }
 
@@ -58,7 +60,8 @@ mod tests {
 
     #[test]
     fn runtime_builds_with_ring_flags_and_runs() {
-        let rt = build_runtime(None).expect("io_uring with SINGLE_ISSUER|COOP_TASKRUN|DEFER_TASKRUN");
+        let rt =
+            build_runtime(None).expect("io_uring with SINGLE_ISSUER|COOP_TASKRUN|DEFER_TASKRUN");
         let v = rt.block_on(async {
             compio::time::sleep(std::time::Duration::from_millis(1)).await;
             7

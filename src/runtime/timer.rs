@@ -38,7 +38,10 @@ impl Default for Timers {
 
 impl Timers {
     pub fn new() -> Self {
-        Timers { now: Cell::new(Instant::now()), slots: RefCell::new(Slots::default()) }
+        Timers {
+            now: Cell::new(Instant::now()),
+            slots: RefCell::new(Slots::default()),
+        }
     }
 
     /// The clock as of the last tick.
@@ -119,7 +122,12 @@ impl Timers {
 
     /// Runs `fut` until it finishes or `at` passes (checked at the core's ticks).
     pub fn timeout_at<F: Future>(&self, at: Instant, fut: F) -> Timeout<'_, F> {
-        Timeout { timers: self, at, key: None, fut }
+        Timeout {
+            timers: self,
+            at,
+            key: None,
+            fut,
+        }
     }
 
     /// `timeout_at(now + d)`, with the coarse clock.
@@ -195,7 +203,10 @@ mod tests {
         let timers = Timers::new();
         let t0 = timers.now();
         let count = Arc::new(Count(AtomicUsize::new(0)));
-        let mut f = Box::pin(timers.timeout_at(t0 + Duration::from_millis(100), std::future::pending::<()>()));
+        let mut f = Box::pin(timers.timeout_at(
+            t0 + Duration::from_millis(100),
+            std::future::pending::<()>(),
+        ));
         assert!(poll_once(f.as_mut(), &count).is_pending());
         assert_eq!(timers.len(), 1);
         timers.fire(t0 + Duration::from_millis(99));
@@ -223,17 +234,35 @@ mod tests {
         let t0 = timers.now();
         let early = Arc::new(Count(AtomicUsize::new(0)));
         let late = Arc::new(Count(AtomicUsize::new(0)));
-        let mut a = Box::pin(timers.timeout_at(t0 + Duration::from_millis(10), std::future::pending::<()>()));
-        let mut b = Box::pin(timers.timeout_at(t0 + Duration::from_millis(50), std::future::pending::<()>()));
+        let mut a = Box::pin(
+            timers.timeout_at(t0 + Duration::from_millis(10), std::future::pending::<()>()),
+        );
+        let mut b = Box::pin(
+            timers.timeout_at(t0 + Duration::from_millis(50), std::future::pending::<()>()),
+        );
         assert!(poll_once(a.as_mut(), &early).is_pending());
         assert!(poll_once(b.as_mut(), &late).is_pending());
         timers.fire(t0 + Duration::from_millis(20));
-        assert_eq!((early.0.load(Ordering::SeqCst), late.0.load(Ordering::SeqCst)), (1, 0));
+        assert_eq!(
+            (
+                early.0.load(Ordering::SeqCst),
+                late.0.load(Ordering::SeqCst)
+            ),
+            (1, 0)
+        );
         drop(a);
-        let mut c = Box::pin(timers.timeout_at(t0 + Duration::from_millis(30), std::future::pending::<()>()));
+        let mut c = Box::pin(
+            timers.timeout_at(t0 + Duration::from_millis(30), std::future::pending::<()>()),
+        );
         assert!(poll_once(c.as_mut(), &early).is_pending());
         assert_eq!(timers.len(), 2, "the freed slot is reused");
         timers.fire(t0 + Duration::from_millis(60));
-        assert_eq!((early.0.load(Ordering::SeqCst), late.0.load(Ordering::SeqCst)), (2, 1));
+        assert_eq!(
+            (
+                early.0.load(Ordering::SeqCst),
+                late.0.load(Ordering::SeqCst)
+            ),
+            (2, 1)
+        );
     }
 }

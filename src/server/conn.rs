@@ -38,7 +38,13 @@ const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
 pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     ctx.metrics.borrow_mut().connection_opened();
-    let mut conn = Conn { ctx: ctx.clone(), down: Downstream::new(stream), peer, req: Vec::new(), params: Params::default() };
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        down: Downstream::new(stream),
+        peer,
+        req: Vec::new(),
+        params: Params::default(),
+    };
     conn.run().await;
     ctx.metrics.borrow_mut().connection_closed();
 }
@@ -55,11 +61,29 @@ struct Conn {
 /// What to do once a head is parsed and planned.
 enum Plan {
     /// A response is in `out` from `resp_start`.
-    Respond { x: Exchange, status: u16, slot: u32, resp_start: usize, body: BodyPlan },
+    Respond {
+        x: Exchange,
+        status: u16,
+        slot: u32,
+        resp_start: usize,
+        body: BodyPlan,
+    },
     /// The backend request head is in `req`.
-    Proxy { x: Exchange, slot: u32, snap: Rc<CoreSnapshot>, api: usize, stage: usize, route: usize },
+    Proxy {
+        x: Exchange,
+        slot: u32,
+        snap: Rc<CoreSnapshot>,
+        api: usize,
+        stage: usize,
+        route: usize,
+    },
     /// The head was refused; the error response is in `out`; close after writing.
-    Refuse { status: u16, slot: u32, started: Instant, why: String },
+    Refuse {
+        status: u16,
+        slot: u32,
+        started: Instant,
+        why: String,
+    },
 }
 
 /// What happens to the request body of a `Respond` plan.
@@ -81,7 +105,10 @@ impl Conn {
             }
             let snap = self.ctx.snapshot();
             let server = snap.snap.server();
-            let limits = HeadLimits { header_bytes_max: server.header_bytes_max, headers_max: server.headers_max };
+            let limits = HeadLimits {
+                header_bytes_max: server.header_bytes_max,
+                headers_max: server.headers_max,
+            };
 
             let plan = if self.down.avail().is_empty() {
                 None
@@ -99,18 +126,30 @@ impl Conn {
                     return;
                 }
                 let deadline = match head_started {
-                    None => self.ctx.timers.now() + Duration::from_millis(server.keepalive_idle_timeout_ms),
+                    None => {
+                        self.ctx.timers.now()
+                            + Duration::from_millis(server.keepalive_idle_timeout_ms)
+                    }
                     Some(t) => t + Duration::from_millis(server.header_read_timeout_ms),
                 };
                 let was_empty = self.down.avail().is_empty();
-                match self.down.fill(&self.ctx.timers, deadline, limits.header_bytes_max).await {
+                match self
+                    .down
+                    .fill(&self.ctx.timers, deadline, limits.header_bytes_max)
+                    .await
+                {
                     Ok(_) => {
                         if was_empty {
                             head_started = Some(Instant::now());
                         }
                     }
                     Err(ReadError::Timeout) if head_started.is_some() => {
-                        self.refuse_now(&snap, ErrorKind::RequestTimeout, "request head not complete within header_read_timeout_ms").await;
+                        self.refuse_now(
+                            &snap,
+                            ErrorKind::RequestTimeout,
+                            "request head not complete within header_read_timeout_ms",
+                        )
+                        .await;
                         return;
                     }
                     // Idle keep-alive timeout, end of stream, reset: close quietly.
@@ -121,14 +160,32 @@ impl Conn {
             head_started = None;
 
             let keep = match plan {
-                Plan::Refuse { status, slot, started, why } => {
+                Plan::Refuse {
+                    status,
+                    slot,
+                    started,
+                    why,
+                } => {
                     crate::log_debug!("http1", "{}: {status}: {why}", peer_str(self.peer));
                     let _ = self.down.flush().await;
                     self.record(slot, status, started);
                     false
                 }
-                Plan::Respond { x, status, slot, resp_start, body } => self.respond(x, status, slot, resp_start, body).await,
-                Plan::Proxy { x, slot, snap, api, stage, route } => self.proxy(x, slot, &snap, api, stage, route).await,
+                Plan::Respond {
+                    x,
+                    status,
+                    slot,
+                    resp_start,
+                    body,
+                } => self.respond(x, status, slot, resp_start, body).await,
+                Plan::Proxy {
+                    x,
+                    slot,
+                    snap,
+                    api,
+                    stage,
+                    route,
+                } => self.proxy(x, slot, &snap, api, stage, route).await,
             };
             if !keep {
                 let _ = self.down.flush().await;
@@ -145,10 +202,15 @@ impl Conn {
 
     /// Parses the buffered head and decides. `None`: the head is incomplete. The `usize` is the
     /// head's length, for the caller to consume once the borrow of the buffer ends.
-    fn plan(&mut self, snap: &Rc<CoreSnapshot>, limits: &HeadLimits, started: Instant) -> Option<(Plan, usize)> {
+    fn plan(
+        &mut self,
+        snap: &Rc<CoreSnapshot>,
+        limits: &HeadLimits,
+        started: Instant,
+    ) -> Option<(Plan, usize)> {
         let ctx = &*self.ctx;
         let (avail, out) = self.down.parts();
-        let mut headers = [httparse::EMPTY_HEADER; HEADERS_CEILING];
+        let mut headers = http1::header_slots::<HEADERS_CEILING>();
         let head = match http1::parse_request(avail, &mut headers, limits) {
             Ok(Some(head)) => head,
             Ok(None) => return None,
@@ -156,7 +218,12 @@ impl Conn {
                 let kind = ErrorKind::from(e);
                 let id = new_request_id(ctx, None);
                 let date = ctx.date();
-                let meta = Meta { date: &date, request_id: &id, keep_alive: false, http10: false };
+                let meta = Meta {
+                    date: &date,
+                    request_id: &id,
+                    keep_alive: false,
+                    http10: false,
+                };
                 respond::error(out, kind, &meta, false);
                 let plan = Plan::Refuse {
                     status: kind.status(),
@@ -168,11 +235,31 @@ impl Conn {
             }
         };
         let head_len = head.head_len;
-        Some((plan_head(ctx, snap, &head, avail, out, &mut self.req, &mut self.params, self.peer, started), head_len))
+        Some((
+            plan_head(
+                ctx,
+                snap,
+                &head,
+                avail,
+                out,
+                &mut self.req,
+                &mut self.params,
+                self.peer,
+                started,
+            ),
+            head_len,
+        ))
     }
 
     /// Finishes a locally answered request: drains its body if needed, records it.
-    async fn respond(&mut self, mut x: Exchange, status: u16, slot: u32, resp_start: usize, body: BodyPlan) -> bool {
+    async fn respond(
+        &mut self,
+        mut x: Exchange,
+        status: u16,
+        slot: u32,
+        resp_start: usize,
+        body: BodyPlan,
+    ) -> bool {
         let mut status = status;
         if body == BodyPlan::Drain && !x.body.is_done() {
             // Hold the response back until the body is read: if the body breaks a limit, the
@@ -187,7 +274,12 @@ impl Conn {
                     x.keep_alive = false;
                     status = kind.status();
                     let date = self.ctx.date();
-                    let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: false, http10: x.http10 };
+                    let meta = Meta {
+                        date: &date,
+                        request_id: &x.request_id,
+                        keep_alive: false,
+                        http10: x.http10,
+                    };
                     respond::error(&mut self.down.out, kind, &meta, x.is_head);
                 }
                 Err(None) => {
@@ -204,7 +296,8 @@ impl Conn {
     /// error and close; `Err(None)`: the client is gone.
     async fn drain(&mut self, x: &mut Exchange) -> Result<(), Option<ErrorKind>> {
         loop {
-            let (used, n) = http_proxy::pump(&mut x.body, self.down.avail(), None, false).map_err(|_| Some(ErrorKind::BadRequest))?;
+            let (used, n) = http_proxy::pump(&mut x.body, self.down.avail(), None, false)
+                .map_err(|_| Some(ErrorKind::BadRequest))?;
             self.down.consume(used);
             x.body_seen += n;
             if x.body_seen > x.body_limit {
@@ -217,15 +310,29 @@ impl Conn {
                 return Err(None);
             }
             let deadline = self.ctx.timers.now() + x.client_read_timeout;
-            match self.down.fill(&self.ctx.timers, deadline, x.head_limits.header_bytes_max).await {
+            match self
+                .down
+                .fill(&self.ctx.timers, deadline, x.head_limits.header_bytes_max)
+                .await
+            {
                 Ok(_) => {}
                 Err(_) => return Err(None),
             }
         }
     }
 
-    async fn proxy(&mut self, mut x: Exchange, slot: u32, snap: &Rc<CoreSnapshot>, api: usize, stage: usize, route: usize) -> bool {
-        let CompiledIntegration::HttpProxy(target) = &snap.snap.apis[api].stages[stage].routes[route].integration else {
+    async fn proxy(
+        &mut self,
+        mut x: Exchange,
+        slot: u32,
+        snap: &Rc<CoreSnapshot>,
+        api: usize,
+        stage: usize,
+        route: usize,
+    ) -> bool {
+        let CompiledIntegration::HttpProxy(target) =
+            &snap.snap.apis[api].stages[stage].routes[route].integration
+        else {
             // plan_head only makes Proxy plans for proxy routes.
             unreachable!("proxy plan for a non-proxy route")
         };
@@ -239,18 +346,38 @@ impl Conn {
                 r.keep_alive
             }
             Err(Failure::Respond(kind, why)) => {
-                crate::log_warn!("proxy", "{} {}: {why}", kind.status(), request_label(&snap.snap.apis[api].name, &snap.snap.apis[api].stages[stage].routes[route].key));
+                crate::log_warn!(
+                    "proxy",
+                    "{} {}: {why}",
+                    kind.status(),
+                    request_label(
+                        &snap.snap.apis[api].name,
+                        &snap.snap.apis[api].stages[stage].routes[route].key
+                    )
+                );
                 // The request body may be half read: the connection cannot carry another request
                 // unless the body was fully consumed.
-                let keep = x.keep_alive && x.body.is_done() && !kind.closes_connection() && kind != ErrorKind::PayloadTooLarge;
+                let keep = x.keep_alive
+                    && x.body.is_done()
+                    && !kind.closes_connection()
+                    && kind != ErrorKind::PayloadTooLarge;
                 let date = self.ctx.date();
-                let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: keep, http10: x.http10 };
+                let meta = Meta {
+                    date: &date,
+                    request_id: &x.request_id,
+                    keep_alive: keep,
+                    http10: x.http10,
+                };
                 respond::error(&mut self.down.out, kind, &meta, x.is_head);
                 self.record(slot, kind.status(), x.started);
                 keep
             }
             Err(Failure::Abort(why)) => {
-                crate::log_warn!("proxy", "connection from {} cut: {why}", peer_str(self.peer));
+                crate::log_warn!(
+                    "proxy",
+                    "connection from {} cut: {why}",
+                    peer_str(self.peer)
+                );
                 self.record(slot, 499, x.started);
                 false
             }
@@ -262,7 +389,12 @@ impl Conn {
         crate::log_debug!("http1", "{}: {}: {why}", peer_str(self.peer), kind.status());
         let id = new_request_id(&self.ctx, None);
         let date = self.ctx.date();
-        let meta = Meta { date: &date, request_id: &id, keep_alive: false, http10: false };
+        let meta = Meta {
+            date: &date,
+            request_id: &id,
+            keep_alive: false,
+            http10: false,
+        };
         respond::error(&mut self.down.out, kind, &meta, false);
         let _ = self.down.flush().await;
         let slot = snap.slots[snap.snap.unmatched_metric_id()];
@@ -325,9 +457,15 @@ fn plan_head(
         keep_alive: head.keep_alive,
         http10,
         is_head,
-        idempotent: matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        idempotent: matches!(
+            head.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        ),
         client_read_timeout: Duration::from_millis(server.keepalive_idle_timeout_ms),
-        head_limits: HeadLimits { header_bytes_max: server.header_bytes_max, headers_max: server.headers_max },
+        head_limits: HeadLimits {
+            header_bytes_max: server.header_bytes_max,
+            headers_max: server.headers_max,
+        },
         connect_timeout: Duration::from_millis(server.upstream_connect_timeout_ms),
     };
     let head_len = head.head_len;
@@ -345,37 +483,86 @@ fn plan_head(
     if let Framing::Length(n) = head.framing
         && n > route.body_bytes_max
     {
-        return local_error(ctx, x, ErrorKind::PayloadTooLarge, slot, avail, head_len, out);
+        return local_error(
+            ctx,
+            x,
+            ErrorKind::PayloadTooLarge,
+            slot,
+            avail,
+            head_len,
+            out,
+        );
     }
 
     match &route.integration {
         CompiledIntegration::Mock(m) => {
-            let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: x.keep_alive, http10 };
+            let meta = Meta {
+                date: &date,
+                request_id: &x.request_id,
+                keep_alive: x.keep_alive,
+                http10,
+            };
             respond::mock(out, m, head.path, params, &meta, is_head);
-            Plan::Respond { status: m.status, slot, resp_start, body: BodyPlan::Drain, x }
+            Plan::Respond {
+                status: m.status,
+                slot,
+                resp_start,
+                body: BodyPlan::Drain,
+                x,
+            }
         }
         CompiledIntegration::HttpProxy(target) => {
             req.clear();
             http_proxy::render_request(req, head, target, params, peer, &x.request_id);
-            Plan::Proxy { x, slot, snap: snap.clone(), api: m.api, stage: m.stage, route: m.route }
+            Plan::Proxy {
+                x,
+                slot,
+                snap: snap.clone(),
+                api: m.api,
+                stage: m.stage,
+                route: m.route,
+            }
         }
     }
 }
 
 /// An error answered without reading a body the client may still send: the connection stays
 /// open only when the whole body is already buffered (it is skipped) or there is none.
-fn local_error(ctx: &CoreCtx, mut x: Exchange, kind: ErrorKind, slot: u32, avail: &[u8], head_len: usize, out: &mut Vec<u8>) -> Plan {
+fn local_error(
+    ctx: &CoreCtx,
+    mut x: Exchange,
+    kind: ErrorKind,
+    slot: u32,
+    avail: &[u8],
+    head_len: usize,
+    out: &mut Vec<u8>,
+) -> Plan {
     let resp_start = out.len();
     let mut probe = x.body.clone();
     let rest = &avail[head_len..];
-    let fits = matches!(http_proxy::pump(&mut probe, rest, None, false), Ok(_)) && probe.is_done();
+    let fits = http_proxy::pump(&mut probe, rest, None, false).is_ok() && probe.is_done();
     if kind == ErrorKind::PayloadTooLarge || !fits {
         x.keep_alive = false;
     }
     let date = ctx.date();
-    let meta = Meta { date: &date, request_id: &x.request_id, keep_alive: x.keep_alive, http10: x.http10 };
+    let meta = Meta {
+        date: &date,
+        request_id: &x.request_id,
+        keep_alive: x.keep_alive,
+        http10: x.http10,
+    };
     respond::error(out, kind, &meta, x.is_head);
     // The body (if any, and if it fits) is drained from the buffer without I/O.
-    let body = if x.keep_alive { BodyPlan::Drain } else { BodyPlan::None };
-    Plan::Respond { status: kind.status(), slot, resp_start, body, x }
+    let body = if x.keep_alive {
+        BodyPlan::Drain
+    } else {
+        BodyPlan::None
+    };
+    Plan::Respond {
+        status: kind.status(),
+        slot,
+        resp_start,
+        body,
+        x,
+    }
 }

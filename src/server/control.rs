@@ -67,7 +67,13 @@ pub fn format_errors(path: &std::path::Path, errors: &[ConfigError]) -> Vec<Stri
             if e.line == 0 {
                 format!("{}: error: {}", path.display(), e.message)
             } else {
-                format!("{}:{}:{}: error: {}", path.display(), e.line, e.col, e.message)
+                format!(
+                    "{}:{}:{}: error: {}",
+                    path.display(),
+                    e.line,
+                    e.col,
+                    e.message
+                )
             }
         })
         .collect()
@@ -83,14 +89,23 @@ pub fn load_snapshot(path: &std::path::Path, generation: u64) -> Result<Snapshot
 pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     let snap = load_snapshot(&opts.config_path, 1).map_err(|e| StartError(e.join("\n")))?;
     let server = &snap.config.server;
-    let cores = opts.cores.or(server.cores).unwrap_or_else(online_cpus).max(1);
-    let bound = bind_listeners(&server.listen, cores, server.backlog).map_err(|e| StartError(e.to_string()))?;
+    let cores = opts
+        .cores
+        .or(server.cores)
+        .unwrap_or_else(online_cpus)
+        .max(1);
+    let bound = bind_listeners(&server.listen, cores, server.backlog)
+        .map_err(|e| StartError(e.to_string()))?;
     let admin_listener = match snap.config.admin.listen {
-        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| StartError(format!("cannot listen on admin address {addr}: {e}")))?),
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| StartError(format!("cannot listen on admin address {addr}: {e}")))?,
+        ),
         None => None,
     };
 
-    let signals = signal_channel().map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
+    let signals =
+        signal_channel().map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
     let shared = Arc::new(AdminShared::default());
     *lock(&shared.token) = snap.config.admin.token.clone();
     let snap = Arc::new(snap);
@@ -109,7 +124,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         let report = report_tx.clone();
         let t = std::thread::Builder::new()
             .name(format!("tollgate-core-{id}"))
-            .spawn(move || crate::server::core::run_core(id, cpu, listeners, snap, seed, rx, report))
+            .spawn(move || {
+                crate::server::core::run_core(id, cpu, listeners, snap, seed, rx, report)
+            })
             .map_err(|e| StartError(format!("cannot start core thread: {e}")))?;
         threads.push(t);
     }
@@ -136,7 +153,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     let admin_addr = match admin_listener {
         Some(l) => {
             let addr = l.local_addr().ok();
-            crate::admin::spawn(l, admin_tx, shared.clone()).map_err(|e| StartError(format!("cannot start admin thread: {e}")))?;
+            crate::admin::spawn(l, admin_tx, shared.clone())
+                .map_err(|e| StartError(format!("cannot start admin thread: {e}")))?;
             addr
         }
         None => None,
@@ -164,7 +182,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         admin_addr.map_or("disabled".to_string(), |a| a.to_string())
     );
 
-    let mut control = Control { path: opts.config_path, snap, core_tx, report_rx, shared, cores_started: cores };
+    let mut control = Control {
+        path: opts.config_path,
+        snap,
+        core_tx,
+        report_rx,
+        shared,
+        cores_started: cores,
+    };
     control.run(&signals, &admin_rx);
     log_info!("control", "stopping");
     stop_cores(&control.core_tx, threads);
@@ -237,14 +262,23 @@ impl Control {
                 Ok(FromCore::Swapped { generation: g, .. }) if g == generation => swapped += 1,
                 Ok(_) => {}
                 Err(_) => {
-                    log_warn!("control", "only {swapped} of {} cores confirmed generation {generation} in time", self.core_tx.len());
+                    log_warn!(
+                        "control",
+                        "only {swapped} of {} cores confirmed generation {generation} in time",
+                        self.core_tx.len()
+                    );
                     break;
                 }
             }
         }
         *lock(&self.shared.token) = snap.config.admin.token.clone();
         self.snap = snap;
-        log_info!("control", "reloaded {}: generation {generation}, {} API(s)", self.path.display(), self.snap.apis.len());
+        log_info!(
+            "control",
+            "reloaded {}: generation {generation}, {} API(s)",
+            self.path.display(),
+            self.snap.apis.len()
+        );
         Ok(generation)
     }
 
@@ -272,18 +306,26 @@ impl Control {
 fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     if old.server.listen != new.server.listen {
-        errors.push("server.listen changed: listeners are bound at start; restart to apply".to_string());
+        errors.push(
+            "server.listen changed: listeners are bound at start; restart to apply".to_string(),
+        );
     }
     if old.server.backlog != new.server.backlog {
         errors.push("server.backlog changed: restart to apply".to_string());
     }
     if new.server.cores.is_some_and(|c| c != cores) {
-        errors.push(format!("server.cores changed ({cores} running): restart to apply"));
+        errors.push(format!(
+            "server.cores changed ({cores} running): restart to apply"
+        ));
     }
     if old.admin.listen != new.admin.listen {
         errors.push("admin.listen changed: restart to apply".to_string());
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn stop_cores(core_tx: &[Sender<ToCore>], threads: Vec<JoinHandle<()>>) {
@@ -300,13 +342,15 @@ fn signal_channel() -> std::io::Result<Receiver<i32>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     let (tx, rx) = bounded(16);
-    std::thread::Builder::new().name("tollgate-signals".into()).spawn(move || {
-        for s in signals.forever() {
-            if tx.send(s).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("tollgate-signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(rx)
 }
 

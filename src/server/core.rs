@@ -95,7 +95,10 @@ struct DateCache {
 
 impl DateCache {
     fn new() -> Self {
-        let mut d = DateCache { second: u64::MAX, value: [b' '; 29] };
+        let mut d = DateCache {
+            second: u64::MAX,
+            value: [b' '; 29],
+        };
         d.refresh(SystemTime::now());
         d
     }
@@ -125,7 +128,10 @@ pub fn run_core(
     let rt = match crate::runtime::build_runtime(cpu) {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = tx.send(FromCore::Failed { core: id, error: format!("io_uring runtime: {e}") });
+            let _ = tx.send(FromCore::Failed {
+                core: id,
+                error: format!("io_uring runtime: {e}"),
+            });
             return;
         }
     };
@@ -137,7 +143,10 @@ pub fn run_core(
             match compio::net::TcpListener::from_std(l) {
                 Ok(l) => accepting.push(compio::runtime::spawn(accept_loop(ctx.clone(), l))),
                 Err(e) => {
-                    let _ = tx.send(FromCore::Failed { core: id, error: format!("listener {addr:?}: {e}") });
+                    let _ = tx.send(FromCore::Failed {
+                        core: id,
+                        error: format!("listener {addr:?}: {e}"),
+                    });
                     return;
                 }
             }
@@ -168,7 +177,10 @@ async fn tick_loop(ctx: &Rc<CoreCtx>, rx: &Receiver<ToCore>, tx: &Sender<FromCor
                 ToCore::Snapshot(snap) => {
                     let generation = snap.generation;
                     ctx.swap(snap);
-                    let _ = tx.send(FromCore::Swapped { core: ctx.id, generation });
+                    let _ = tx.send(FromCore::Swapped {
+                        core: ctx.id,
+                        generation,
+                    });
                 }
                 ToCore::Collect(reply) => {
                     let _ = reply.send(ctx.metrics.borrow().shard());

@@ -65,7 +65,12 @@ impl Downstream {
 
     /// Reads more bytes after `avail()`, growing the buffer up to `max_buffered` unconsumed bytes.
     /// Returns the number of new bytes (never 0: end of stream is `Eof`).
-    pub async fn fill(&mut self, timers: &Timers, deadline: Instant, max_buffered: usize) -> Result<usize, ReadError> {
+    pub async fn fill(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+        max_buffered: usize,
+    ) -> Result<usize, ReadError> {
         let mut buf = std::mem::take(&mut self.rbuf);
         make_room(&mut buf, &mut self.start, max_buffered);
         let res = read_append(timers, &self.stream, buf, deadline).await;

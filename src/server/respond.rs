@@ -25,7 +25,10 @@ impl RequestId {
         let mut buf = [0u8; crate::limits::REQUEST_ID_BYTES_MAX];
         let len = v.len().min(buf.len());
         buf[..len].copy_from_slice(&v[..len]);
-        RequestId { buf, len: len as u8 }
+        RequestId {
+            buf,
+            len: len as u8,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -71,7 +74,14 @@ pub fn error(out: &mut Vec<u8>, kind: ErrorKind, meta: &Meta<'_>, is_head: bool)
 /// A complete mock response. Configured headers come first; `content-length` and the common
 /// headers are ours (a configured `content-length`, `date`, `connection` or `x-request-id` was
 /// refused by config validation or is overridden here).
-pub fn mock(out: &mut Vec<u8>, m: &MockResponse, path: &str, params: &Params, meta: &Meta<'_>, is_head: bool) {
+pub fn mock(
+    out: &mut Vec<u8>,
+    m: &MockResponse,
+    path: &str,
+    params: &Params,
+    meta: &Meta<'_>,
+    is_head: bool,
+) {
     encode::status_line(out, m.status);
     for (name, value) in &m.headers {
         if is_managed(name) {
@@ -110,7 +120,12 @@ mod tests {
     use crate::config::Rendered;
 
     fn meta<'a>(date: &'a [u8; 29], id: &'a RequestId, keep_alive: bool, http10: bool) -> Meta<'a> {
-        Meta { date, request_id: id, keep_alive, http10 }
+        Meta {
+            date,
+            request_id: id,
+            keep_alive,
+            http10,
+        }
     }
 
     #[test]
@@ -118,7 +133,12 @@ mod tests {
         let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
         let id = RequestId::new(b"abc");
         let mut out = Vec::new();
-        error(&mut out, ErrorKind::NotFound, &meta(&date, &id, true, false), false);
+        error(
+            &mut out,
+            ErrorKind::NotFound,
+            &meta(&date, &id, true, false),
+            false,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("content-type: application/json\r\n"));
@@ -133,13 +153,27 @@ mod tests {
         let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
         let id = RequestId::new(b"x");
         let mut out = Vec::new();
-        error(&mut out, ErrorKind::BadRequest, &meta(&date, &id, false, false), true);
+        error(
+            &mut out,
+            ErrorKind::BadRequest,
+            &meta(&date, &id, false, false),
+            true,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n"), "HEAD has no body");
         let mut out = Vec::new();
-        error(&mut out, ErrorKind::NotFound, &meta(&date, &id, true, true), false);
-        assert!(String::from_utf8(out).unwrap().contains("connection: keep-alive\r\n"));
+        error(
+            &mut out,
+            ErrorKind::NotFound,
+            &meta(&date, &id, true, true),
+            false,
+        );
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("connection: keep-alive\r\n")
+        );
     }
 
     #[test]
@@ -149,15 +183,30 @@ mod tests {
         let m = MockResponse {
             status: 201,
             headers: vec![
-                (b"content-type".to_vec().into(), Rendered::literal(b"text/plain")),
+                (
+                    b"content-type".to_vec().into(),
+                    Rendered::literal(b"text/plain"),
+                ),
                 (b"content-length".to_vec().into(), Rendered::literal(b"999")),
             ],
             body: Rendered::literal(b"hello"),
         };
         let mut out = Vec::new();
-        mock(&mut out, &m, "/", &Params::default(), &meta(&date, &id, true, false), false);
+        mock(
+            &mut out,
+            &m,
+            "/",
+            &Params::default(),
+            &meta(&date, &id, true, false),
+            false,
+        );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("999"));
         assert!(text.ends_with("\r\n\r\nhello"));
     }

@@ -50,7 +50,11 @@ pub fn init_from_env() {
     if let Ok(v) = std::env::var("TOLLGATE_LOG") {
         match Level::parse(&v) {
             Some(l) => set_max_level(l),
-            None => write(Level::Warn, "log", format_args!("TOLLGATE_LOG={v:?} is not error|warn|info|debug; using info")),
+            None => write(
+                Level::Warn,
+                "log",
+                format_args!("TOLLGATE_LOG={v:?} is not error|warn|info|debug; using info"),
+            ),
         }
     }
 }

@@ -87,7 +87,10 @@ impl CoreMetrics {
             return i;
         }
         let i = self.series.len() as u32;
-        self.series.push(Series { labels: labels.clone(), statuses: Vec::new() });
+        self.series.push(Series {
+            labels: labels.clone(),
+            statuses: Vec::new(),
+        });
         self.index.insert(labels.clone(), i);
         i
     }
@@ -100,7 +103,8 @@ impl CoreMetrics {
                 None => s.statuses.push((status, 1)),
             }
         }
-        self.duration_us.saturating_record(elapsed_us.clamp(1, DURATION_US_MAX));
+        self.duration_us
+            .saturating_record(elapsed_us.clamp(1, DURATION_US_MAX));
         self.duration_sum_us = self.duration_sum_us.saturating_add(elapsed_us);
     }
 
@@ -116,7 +120,11 @@ impl CoreMetrics {
     /// A copy to send to the control thread.
     pub fn shard(&self) -> MetricsShard {
         MetricsShard {
-            series: self.series.iter().map(|s| (s.labels.clone(), s.statuses.clone())).collect(),
+            series: self
+                .series
+                .iter()
+                .map(|s| (s.labels.clone(), s.statuses.clone()))
+                .collect(),
             duration_us: self.duration_us.clone(),
             duration_sum_us: self.duration_sum_us,
             connections_open: self.connections_open,
@@ -131,10 +139,13 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, DURATION_US_MAX, 2).expect("constant histogram bounds are valid")
 }
 
+/// One series' label set and its counts by status.
+type SeriesCounts = (Arc<str>, Vec<(u16, u64)>);
+
 /// What a core sends when asked for its metrics.
 #[derive(Debug, Clone)]
 pub struct MetricsShard {
-    series: Vec<(Arc<str>, Vec<(u16, u64)>)>,
+    series: Vec<SeriesCounts>,
     duration_us: Histogram<u64>,
     duration_sum_us: u64,
     connections_open: u64,
@@ -162,20 +173,41 @@ pub fn render(shards: &[MetricsShard]) -> String {
     rows.sort_unstable();
 
     let mut out = String::with_capacity(256 + rows.len() * 96);
-    out.push_str("# HELP tollgate_requests_total Requests answered, by API, stage, route and status.\n");
+    out.push_str(
+        "# HELP tollgate_requests_total Requests answered, by API, stage, route and status.\n",
+    );
     out.push_str("# TYPE tollgate_requests_total counter\n");
     for ((labels, status), n) in &rows {
-        let _ = writeln!(out, "tollgate_requests_total{{{labels},status=\"{status}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "tollgate_requests_total{{{labels},status=\"{status}\"}} {n}"
+        );
     }
     out.push_str("# HELP tollgate_request_duration_seconds Time from a complete request head to the last response byte written.\n");
     out.push_str("# TYPE tollgate_request_duration_seconds histogram\n");
     for &b in &BUCKETS_US {
         let n = hist.count_between(0, b);
-        let _ = writeln!(out, "tollgate_request_duration_seconds_bucket{{le=\"{}\"}} {n}", seconds(b));
+        let _ = writeln!(
+            out,
+            "tollgate_request_duration_seconds_bucket{{le=\"{}\"}} {n}",
+            seconds(b)
+        );
     }
-    let _ = writeln!(out, "tollgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", hist.len());
-    let _ = writeln!(out, "tollgate_request_duration_seconds_sum {}", seconds(sum_us));
-    let _ = writeln!(out, "tollgate_request_duration_seconds_count {}", hist.len());
+    let _ = writeln!(
+        out,
+        "tollgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        hist.len()
+    );
+    let _ = writeln!(
+        out,
+        "tollgate_request_duration_seconds_sum {}",
+        seconds(sum_us)
+    );
+    let _ = writeln!(
+        out,
+        "tollgate_request_duration_seconds_count {}",
+        hist.len()
+    );
     out.push_str("# HELP tollgate_connections_open Client connections open now.\n");
     out.push_str("# TYPE tollgate_connections_open gauge\n");
     let _ = writeln!(out, "tollgate_connections_open {open}");
@@ -213,16 +245,25 @@ mod tests {
         assert!(text.contains("tollgate_requests_total{api=\"shop\",stage=\"prod\",route=\"GET /x\",status=\"200\"} 3\n"), "{text}");
         assert!(text.contains("route=\"GET /x\",status=\"404\"} 1\n"));
         assert!(text.contains("route=\"GET /y\",status=\"200\"} 1\n"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{le=\"0.0001\"} 3\n"), "{text}");
+        assert!(
+            text.contains("tollgate_request_duration_seconds_bucket{le=\"0.0001\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("tollgate_request_duration_seconds_bucket{le=\"0.005\"} 4\n"));
         assert!(text.contains("tollgate_request_duration_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("tollgate_request_duration_seconds_count 5\n"));
-        assert!(text.contains("tollgate_request_duration_seconds_sum 2.00313\n"), "{text}");
+        assert!(
+            text.contains("tollgate_request_duration_seconds_sum 2.00313\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn labels_are_escaped() {
-        assert_eq!(&*route_labels("a\"b", "s\\", "x\ny"), r#"api="a\"b",stage="s\\",route="x\ny""#);
+        assert_eq!(
+            &*route_labels("a\"b", "s\\", "x\ny"),
+            r#"api="a\"b",stage="s\\",route="x\ny""#
+        );
     }
 
     #[test]

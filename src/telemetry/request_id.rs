@@ -20,7 +20,10 @@ pub struct RequestIds {
 impl RequestIds {
     pub fn new(process_seed: u64, core: usize) -> Self {
         let high = process_seed ^ (core as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        RequestIds { high, counter: Cell::new(0) }
+        RequestIds {
+            high,
+            counter: Cell::new(0),
+        }
     }
 
     /// The next id, written into `out`.
@@ -69,7 +72,8 @@ pub fn process_seed() -> u64 {
 pub fn is_well_formed(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= REQUEST_ID_BYTES_MAX
-        && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
