@@ -334,7 +334,7 @@ pub fn host_without_port(host: &str) -> &str {
             None => host,
         }
     } else {
-        match host.find(':') {
+        match memchr::memchr(b':', host.as_bytes()) {
             Some(colon) => &host[..colon],
             None => host,
         }
@@ -629,8 +629,11 @@ fn absolute_form(target: &str) -> Result<TargetParts<'_>, HeadError> {
 }
 
 fn split_query(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    // memchr rather than `split_once('?')`: this runs on every request (a profile showed the
+    // char searcher).
+    match memchr::memchr(b'?', s.as_bytes()) {
+        // '?' is ASCII, so both sides are on char boundaries.
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
 }
