@@ -36,6 +36,27 @@ impl UpstreamConn {
     }
 }
 
+/// Idle time after which a pooled connection is checked before reuse.
+const CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether the backend has neither closed nor sent anything unexpected on an idle connection.
+fn still_open(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv on a valid, open fd into a 1-byte stack buffer we own; MSG_PEEK|MSG_DONTWAIT
+    // neither consumes data nor blocks.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    // -1 with EAGAIN: nothing to read, still open. 0: closed. >0: unsolicited bytes (unusable).
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
 #[derive(Debug)]
 pub struct UpstreamPool {
     idle: AHashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
@@ -58,13 +79,22 @@ impl UpstreamPool {
         self.idle_timeout = Duration::from_millis(server.upstream_idle_timeout_ms);
     }
 
-    /// The most recently used idle connection to `addr` that has not expired.
+    /// The most recently used idle connection to `addr` that has not expired and, if it sat
+    /// idle for a while, that the backend has not closed meanwhile.
     pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<UpstreamConn> {
         let list = self.idle.get_mut(&addr)?;
         while let Some((conn, since)) = list.pop() {
-            if now.duration_since(since) < self.idle_timeout {
-                return Some(conn);
+            let idle = now.duration_since(since);
+            if idle >= self.idle_timeout {
+                continue;
             }
+            // Backends close idle keep-alive connections on their own schedule (5 s is common).
+            // A connection that idled past CHECK_AFTER gets one non-blocking peek (a syscall, but
+            // never on a busy connection); a closed one would cost a non-idempotent request a 502.
+            if idle >= CHECK_AFTER && !still_open(&conn.stream) {
+                continue;
+            }
+            return Some(conn);
         }
         None
     }

@@ -86,6 +86,27 @@ enum Plan {
     },
 }
 
+/// What happens to the connection after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Read the next request.
+    Keep,
+    /// Write what is pending and close.
+    Close,
+    /// Request bytes may be left unread: close with a lingering close.
+    Linger,
+}
+
+impl After {
+    fn closing(x: &Exchange) -> After {
+        if x.body.is_done() {
+            After::Close
+        } else {
+            After::Linger
+        }
+    }
+}
+
 /// What happens to the request body of a `Respond` plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyPlan {
@@ -159,7 +180,7 @@ impl Conn {
             };
             head_started = None;
 
-            let keep = match plan {
+            let after = match plan {
                 Plan::Refuse {
                     status,
                     slot,
@@ -167,9 +188,8 @@ impl Conn {
                     why,
                 } => {
                     crate::log_debug!("http1", "{}: {status}: {why}", peer_str(self.peer));
-                    let _ = self.down.flush().await;
                     self.record(slot, status, started);
-                    false
+                    After::Linger
                 }
                 Plan::Respond {
                     x,
@@ -187,9 +207,16 @@ impl Conn {
                     route,
                 } => self.proxy(x, slot, &snap, api, stage, route).await,
             };
-            if !keep {
-                let _ = self.down.flush().await;
-                return;
+            match after {
+                After::Keep => {}
+                After::Close => {
+                    let _ = self.down.flush().await;
+                    return;
+                }
+                After::Linger => {
+                    self.down.linger_close(&self.ctx.timers).await;
+                    return;
+                }
             }
             if !self.down.avail().is_empty() {
                 head_started = Some(Instant::now());
@@ -259,7 +286,7 @@ impl Conn {
         slot: u32,
         resp_start: usize,
         body: BodyPlan,
-    ) -> bool {
+    ) -> After {
         let mut status = status;
         if body == BodyPlan::Drain && !x.body.is_done() {
             // Hold the response back until the body is read: if the body breaks a limit, the
@@ -284,12 +311,16 @@ impl Conn {
                 }
                 Err(None) => {
                     self.record(slot, 499, x.started);
-                    return false;
+                    return After::Close;
                 }
             }
         }
         self.record(slot, status, x.started);
-        x.keep_alive
+        if x.keep_alive {
+            After::Keep
+        } else {
+            After::closing(&x)
+        }
     }
 
     /// Reads and discards the rest of the request body. `Err(Some(kind))`: answer with that
@@ -329,7 +360,7 @@ impl Conn {
         api: usize,
         stage: usize,
         route: usize,
-    ) -> bool {
+    ) -> After {
         let CompiledIntegration::HttpProxy(target) =
             &snap.snap.apis[api].stages[stage].routes[route].integration
         else {
@@ -338,23 +369,31 @@ impl Conn {
         };
         // Earlier pipelined responses go first.
         if self.down.flush().await.is_err() {
-            return false;
+            return After::Close;
         }
         match http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await {
             Ok(r) => {
                 self.record(slot, r.status, x.started);
-                r.keep_alive
+                if r.keep_alive {
+                    After::Keep
+                } else {
+                    After::Close
+                }
             }
             Err(Failure::Respond(kind, why)) => {
-                crate::log_warn!(
-                    "proxy",
-                    "{} {}: {why}",
-                    kind.status(),
-                    request_label(
-                        &snap.snap.apis[api].name,
-                        &snap.snap.apis[api].stages[stage].routes[route].key
-                    )
-                );
+                if let Some(dropped) = self.ctx.may_log() {
+                    crate::log_warn!(
+                        "proxy",
+                        "{} {}: {why}{}",
+                        kind.status(),
+                        request_label(
+                            &snap.snap.apis[api].name,
+                            &snap.snap.apis[api].stages[stage].name,
+                            &snap.snap.apis[api].stages[stage].routes[route].key
+                        ),
+                        suppressed(dropped)
+                    );
+                }
                 // The request body may be half read: the connection cannot carry another request
                 // unless the body was fully consumed.
                 let keep = x.keep_alive
@@ -370,16 +409,23 @@ impl Conn {
                 };
                 respond::error(&mut self.down.out, kind, &meta, x.is_head);
                 self.record(slot, kind.status(), x.started);
-                keep
+                if keep {
+                    After::Keep
+                } else {
+                    After::closing(&x)
+                }
             }
             Err(Failure::Abort(why)) => {
-                crate::log_warn!(
-                    "proxy",
-                    "connection from {} cut: {why}",
-                    peer_str(self.peer)
-                );
+                if let Some(dropped) = self.ctx.may_log() {
+                    crate::log_warn!(
+                        "proxy",
+                        "connection from {} cut: {why}{}",
+                        peer_str(self.peer),
+                        suppressed(dropped)
+                    );
+                }
                 self.record(slot, 499, x.started);
-                false
+                After::Close
             }
         }
     }
@@ -411,8 +457,16 @@ fn peer_str(p: Option<SocketAddr>) -> String {
     p.map_or_else(|| "?".to_string(), |p| p.to_string())
 }
 
-fn request_label(api: &str, route: &str) -> String {
-    format!("api {api} route {route}")
+fn suppressed(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} similar lines suppressed)")
+    }
+}
+
+fn request_label(api: &str, stage: &str, route: &str) -> String {
+    format!("api {api} stage {stage} route {route}")
 }
 
 fn new_request_id(ctx: &CoreCtx, incoming: Option<&[u8]>) -> RequestId {

@@ -17,7 +17,7 @@ use crate::integration::pool::UpstreamPool;
 use crate::limits::CORE_TICK_MS;
 use crate::runtime::{FromCore, Timers, ToCore};
 use crate::telemetry::{CoreMetrics, RequestIds};
-use crate::{log_debug, log_error, log_info, log_warn};
+use crate::{log_debug, log_error, log_warn};
 
 /// A snapshot as one core holds it: the shared immutable config plus this core's metric slots
 /// for its routes. Requests clone the `Rc` (not the `Arc`: no shared atomic per request).
@@ -38,6 +38,8 @@ pub struct CoreCtx {
     pub ids: RequestIds,
     /// Deadlines of every read and write on this core, fired by the tick.
     pub timers: Timers,
+    /// Caps per-request warnings (backend failures) on this core.
+    pub log_gate: crate::telemetry::log::LogGate,
     date: RefCell<DateCache>,
     /// Set by `Stop`: accept loops end, connections close after their current request.
     stopping: Cell<bool>,
@@ -55,6 +57,7 @@ impl CoreCtx {
             pool: RefCell::new(pool),
             ids: RequestIds::new(seed, id),
             timers: Timers::new(),
+            log_gate: Default::default(),
             date: RefCell::new(DateCache::new()),
             stopping: Cell::new(false),
         }
@@ -68,6 +71,11 @@ impl CoreCtx {
     /// The current `Date` header value (29 bytes, RFC 9110 IMF-fixdate), refreshed by the tick.
     pub fn date(&self) -> [u8; 29] {
         self.date.borrow().value
+    }
+
+    /// Whether a per-request warning may be logged now; `Some(n)`: n were suppressed before it.
+    pub fn may_log(&self) -> Option<u64> {
+        self.log_gate.admit(self.date.borrow().second)
     }
 
     pub fn stopping(&self) -> bool {
@@ -214,7 +222,6 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
         }
     }
     log_error!(&whence, "listener stopped accepting");
-    log_info!(&whence, "accept loop ended");
 }
 
 #[cfg(test)]

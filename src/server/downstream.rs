@@ -8,13 +8,18 @@ use std::io;
 use std::time::Instant;
 
 use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use crate::limits::READ_BUF_BYTES;
 use crate::runtime::Timers;
 
 /// Why a read did not deliver bytes.
+/// How long a lingering close keeps reading.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much a lingering close reads before giving up.
+const LINGER_BYTES_MAX: usize = 1 << 20;
+
 #[derive(Debug)]
 pub enum ReadError {
     /// The peer closed its side.
@@ -77,6 +82,30 @@ impl Downstream {
         let (res, buf) = res;
         self.rbuf = buf;
         res
+    }
+
+    /// Closes after an answer that left request bytes unread: writes `out`, shuts down our
+    /// sending side, then reads and discards what the client still sends for a short while.
+    /// Closing with unread input would make the kernel send RST, and a client that is still
+    /// sending could lose the response we just wrote (the "lingering close" of RFC 9112 §9.6).
+    pub async fn linger_close(&mut self, timers: &Timers) {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let mut w = &self.stream;
+        if w.shutdown().await.is_err() {
+            return;
+        }
+        let until = timers.now() + LINGER;
+        let mut discarded = 0usize;
+        while discarded < LINGER_BYTES_MAX {
+            self.rbuf.clear();
+            self.start = 0;
+            match self.fill(timers, until, READ_BUF_BYTES).await {
+                Ok(n) => discarded += n,
+                Err(_) => return,
+            }
+        }
     }
 
     /// Writes all of `out` and clears it.

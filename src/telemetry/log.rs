@@ -73,6 +73,34 @@ pub fn write(level: Level, whence: &str, args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Per-core gate for per-request log lines (a dead backend under load must not turn into
+/// 100,000 lines a second): at most `LINES_PER_SECOND` a second, and the next line that passes
+/// says how many were dropped. Core-local, no atomics.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    second: std::cell::Cell<u64>,
+    written: std::cell::Cell<u32>,
+    dropped: std::cell::Cell<u64>,
+}
+
+impl LogGate {
+    pub const LINES_PER_SECOND: u32 = 10;
+
+    /// `Some(dropped since the last line)` when a line may be written in second `now_s`.
+    pub fn admit(&self, now_s: u64) -> Option<u64> {
+        if self.second.get() != now_s {
+            self.second.set(now_s);
+            self.written.set(0);
+        }
+        if self.written.get() >= Self::LINES_PER_SECOND {
+            self.dropped.set(self.dropped.get() + 1);
+            return None;
+        }
+        self.written.set(self.written.get() + 1);
+        Some(self.dropped.replace(0))
+    }
+}
+
 #[macro_export]
 macro_rules! log_error { ($whence:expr, $($t:tt)*) => { $crate::telemetry::log::write($crate::telemetry::log::Level::Error, $whence, format_args!($($t)*)) } }
 #[macro_export]
@@ -85,6 +113,18 @@ macro_rules! log_debug { ($whence:expr, $($t:tt)*) => { if $crate::telemetry::lo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_caps_lines_per_second_and_counts_the_rest() {
+        let g = LogGate::default();
+        for _ in 0..LogGate::LINES_PER_SECOND {
+            assert_eq!(g.admit(7), Some(0));
+        }
+        assert_eq!(g.admit(7), None);
+        assert_eq!(g.admit(7), None);
+        assert_eq!(g.admit(8), Some(2));
+        assert_eq!(g.admit(8), Some(0));
+    }
 
     #[test]
     fn levels_parse_and_order() {
