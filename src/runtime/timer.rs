@@ -7,6 +7,10 @@
 //! the clock once and wakes the slots that expired. Resolution is therefore the tick (a few
 //! ms), which is plenty for timeouts measured in hundreds of milliseconds or seconds.
 //!
+//! A deadline may be marked *idle* (a keep-alive connection waiting for its next request): when
+//! the core starts draining for shutdown, `drain` expires every idle deadline at once so those
+//! connections close now, while reads that belong to a request in flight keep their deadlines.
+//!
 //! Not `Send`/`Sync`: one `Timers` per core, used only by that core's tasks.
 
 use std::cell::{Cell, RefCell};
@@ -19,12 +23,20 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Timers {
     now: Cell<Instant>,
+    draining: Cell<bool>,
     slots: RefCell<Slots>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    idle: bool,
+    waker: Option<Waker>,
 }
 
 #[derive(Debug, Default)]
 struct Slots {
-    entries: Vec<Option<(Instant, Option<Waker>)>>,
+    entries: Vec<Option<Entry>>,
     free: Vec<usize>,
     /// No live deadline is earlier than this (it may be earlier than all of them: a lower bound).
     earliest: Option<Instant>,
@@ -40,6 +52,7 @@ impl Timers {
     pub fn new() -> Self {
         Timers {
             now: Cell::new(Instant::now()),
+            draining: Cell::new(false),
             slots: RefCell::new(Slots::default()),
         }
     }
@@ -59,13 +72,13 @@ impl Timers {
                 return;
             }
             let mut earliest: Option<Instant> = None;
-            for (at, waker) in s.entries.iter_mut().flatten() {
-                if *at <= now {
-                    if let Some(w) = waker.take() {
+            for e in s.entries.iter_mut().flatten() {
+                if e.at <= now {
+                    if let Some(w) = e.waker.take() {
                         wake.push(w);
                     }
                 } else {
-                    earliest = Some(earliest.map_or(*at, |e| e.min(*at)));
+                    earliest = Some(earliest.map_or(e.at, |x| x.min(e.at)));
                 }
             }
             s.earliest = earliest;
@@ -74,6 +87,27 @@ impl Timers {
         for w in wake {
             w.wake();
         }
+    }
+
+    /// Starts draining: every idle deadline, now and from now on, expires at once.
+    pub fn drain(&self) {
+        self.draining.set(true);
+        let wake: Vec<Waker> = {
+            let mut s = self.slots.borrow_mut();
+            s.entries
+                .iter_mut()
+                .flatten()
+                .filter(|e| e.idle)
+                .filter_map(|e| e.waker.take())
+                .collect()
+        };
+        for w in wake {
+            w.wake();
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
     }
 
     /// Live deadlines (for tests).
@@ -86,16 +120,21 @@ impl Timers {
         self.len() == 0
     }
 
-    fn insert(&self, at: Instant, waker: Waker) -> usize {
+    fn insert(&self, at: Instant, idle: bool, waker: Waker) -> usize {
         let mut s = self.slots.borrow_mut();
         s.earliest = Some(s.earliest.map_or(at, |e| e.min(at)));
+        let entry = Entry {
+            at,
+            idle,
+            waker: Some(waker),
+        };
         match s.free.pop() {
             Some(k) => {
-                s.entries[k] = Some((at, Some(waker)));
+                s.entries[k] = Some(entry);
                 k
             }
             None => {
-                s.entries.push(Some((at, Some(waker))));
+                s.entries.push(Some(entry));
                 s.entries.len() - 1
             }
         }
@@ -103,7 +142,7 @@ impl Timers {
 
     fn update(&self, key: usize, waker: &Waker) {
         let mut s = self.slots.borrow_mut();
-        if let Some(Some((_, slot))) = s.entries.get_mut(key) {
+        if let Some(Some(Entry { waker: slot, .. })) = s.entries.get_mut(key) {
             match slot {
                 Some(w) if w.will_wake(waker) => {}
                 _ => *slot = Some(waker.clone()),
@@ -120,11 +159,23 @@ impl Timers {
         }
     }
 
+    /// `timeout_at` for an idle wait: also ends (with `Elapsed`) as soon as the core drains.
+    pub fn idle_timeout_at<F: Future>(&self, at: Instant, fut: F) -> Timeout<'_, F> {
+        Timeout {
+            timers: self,
+            at,
+            idle: true,
+            key: None,
+            fut,
+        }
+    }
+
     /// Runs `fut` until it finishes or `at` passes (checked at the core's ticks).
     pub fn timeout_at<F: Future>(&self, at: Instant, fut: F) -> Timeout<'_, F> {
         Timeout {
             timers: self,
             at,
+            idle: false,
             key: None,
             fut,
         }
@@ -144,6 +195,7 @@ pub struct Elapsed;
 pub struct Timeout<'t, F> {
     timers: &'t Timers,
     at: Instant,
+    idle: bool,
     key: Option<usize>,
     fut: F,
 }
@@ -160,11 +212,11 @@ impl<F: Future> Future for Timeout<'_, F> {
         if let Poll::Ready(v) = fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        if this.timers.now() >= this.at {
+        if this.timers.now() >= this.at || (this.idle && this.timers.draining()) {
             return Poll::Ready(Err(Elapsed));
         }
         match this.key {
-            None => this.key = Some(this.timers.insert(this.at, cx.waker().clone())),
+            None => this.key = Some(this.timers.insert(this.at, this.idle, cx.waker().clone())),
             Some(k) => this.timers.update(k, cx.waker()),
         }
         Poll::Pending
@@ -216,6 +268,29 @@ mod tests {
         assert_eq!(poll_once(f.as_mut(), &count), Poll::Ready(Err(Elapsed)));
         drop(f);
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn drain_expires_idle_deadlines_only() {
+        let timers = Timers::new();
+        let t0 = timers.now();
+        let idle = Arc::new(Count(AtomicUsize::new(0)));
+        let busy = Arc::new(Count(AtomicUsize::new(0)));
+        let far = t0 + Duration::from_secs(60);
+        let mut a = Box::pin(timers.idle_timeout_at(far, std::future::pending::<()>()));
+        let mut b = Box::pin(timers.timeout_at(far, std::future::pending::<()>()));
+        assert!(poll_once(a.as_mut(), &idle).is_pending());
+        assert!(poll_once(b.as_mut(), &busy).is_pending());
+        timers.drain();
+        assert_eq!(
+            (idle.0.load(Ordering::SeqCst), busy.0.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        assert_eq!(poll_once(a.as_mut(), &idle), Poll::Ready(Err(Elapsed)));
+        assert!(poll_once(b.as_mut(), &busy).is_pending());
+        // A new idle wait after the drain started ends at once.
+        let mut c = Box::pin(timers.idle_timeout_at(far, std::future::pending::<()>()));
+        assert_eq!(poll_once(c.as_mut(), &idle), Poll::Ready(Err(Elapsed)));
     }
 
     #[test]
