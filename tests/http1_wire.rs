@@ -90,7 +90,9 @@ fn duplicate_differing_content_length_is_400_and_closes() {
     assert_refused_and_closed(&gw, req.as_bytes(), 400);
     // Control: equal duplicates are one length (RFC 9112 §6.3), and the body is used.
     let mut c = gw.client();
-    let r = c.roundtrip(b"POST /m HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.roundtrip(
+        b"POST /m HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    );
     assert_eq!(r.status, 200);
     assert_eq!(c.roundtrip(get("/m").as_slice()).text(), "mock");
 }
@@ -217,7 +219,8 @@ fn chunked_body_over_route_limit_is_413_mock() {
 fn chunked_body_over_route_limit_is_413_proxy_and_backend_gets_no_complete_body() {
     let (gw, backend) = start("");
     let mut c = gw.client();
-    let mut req = b"POST /psmall/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /psmall/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     req.extend_from_slice(&chunked(b"0123456789ab", &[6]));
     c.send(&req);
     let r = c.read_response();
@@ -245,7 +248,10 @@ fn keepalive_idle_timeout_closes_without_a_response() {
     let (gw, _b) = start("keepalive_idle_timeout_ms = 300");
     let mut c = gw.client();
     assert_eq!(c.roundtrip(&get("/m")).status, 200);
-    assert!(c.closed_without_data(), "an idle keep-alive connection must be closed quietly");
+    assert!(
+        c.closed_without_data(),
+        "an idle keep-alive connection must be closed quietly"
+    );
     // A connection that never sends a byte is closed the same way.
     let mut idle = gw.client();
     assert!(idle.closed_without_data());
@@ -254,7 +260,12 @@ fn keepalive_idle_timeout_closes_without_a_response() {
 #[test]
 fn header_bytes_max_override_applies() {
     let (gw, _b) = start("header_bytes_max = 2048");
-    let req = |n: usize| format!("GET /m HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(n));
+    let req = |n: usize| {
+        format!(
+            "GET /m HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
     assert_refused_and_closed(&gw, req(3000).as_bytes(), 431);
     assert_eq!(gw.request(req(1500).as_bytes()).status, 200);
     // The same 3000-byte header is fine under the default limit.
@@ -319,7 +330,6 @@ fn head_has_content_length_and_no_body() {
     assert_eq!(r.header("content-length"), Some("4"));
     // Any body bytes would be read as the next response's status line.
     assert_eq!(c.roundtrip(&get("/m/after")).text(), "mock after");
-
 }
 
 #[test]
@@ -363,7 +373,12 @@ fn http10_closes_unless_keep_alive_is_asked() {
     let mut c = gw.client();
     let r = c.roundtrip(b"GET /m/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(r.text(), "mock 1");
-    assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"));
+    assert_eq!(
+        r.header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("keep-alive")
+    );
     let r = c.roundtrip(b"GET /m/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(r.text(), "mock 2");
     let r = c.roundtrip(b"GET /m/3 HTTP/1.0\r\n\r\n");
@@ -379,7 +394,11 @@ fn http10_proxied_response_is_not_chunked_and_closes() {
     c.send(b"GET /p/x HTTP/1.0\r\n\r\n");
     let r = c.read_response();
     assert_eq!(r.status, 200);
-    assert!(!r.chunked, "HTTP/1.0 clients cannot read chunked: {:?}", r.raw_head);
+    assert!(
+        !r.chunked,
+        "HTTP/1.0 clients cannot read chunked: {:?}",
+        r.raw_head
+    );
     assert_eq!(r.text(), "abcd");
 }
 
@@ -411,7 +430,11 @@ fn expect_100_continue_through_the_proxy() {
     let seen = backend.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, b"hello");
-    assert!(!seen[0].has_header("expect"), "Expect is hop-by-hop for us: {:?}", seen[0].headers);
+    assert!(
+        !seen[0].has_header("expect"),
+        "Expect is hop-by-hop for us: {:?}",
+        seen[0].headers
+    );
 }
 
 #[test]
@@ -427,7 +450,10 @@ fn date_header_is_present_and_an_imf_fixdate() {
             Ok(d) => d,
             Err(e) => e.duration(),
         };
-        assert!(skew < Duration::from_secs(24 * 3600), "date {date} is far from now");
+        assert!(
+            skew < Duration::from_secs(24 * 3600),
+            "date {date} is far from now"
+        );
     }
 }
 

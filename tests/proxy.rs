@@ -106,7 +106,10 @@ fn stage_variables_pick_the_backend_per_stage() {
     assert_eq!(beta.requests()[0].target, "/u/7/profile");
     assert_eq!(default.requests()[0].target, "/u/1/profile");
     // The stage's Host is its own backend's authority.
-    assert_eq!(beta.requests()[0].header("host"), Some(beta.addr.to_string().as_str()));
+    assert_eq!(
+        beta.requests()[0].header("host"),
+        Some(beta.addr.to_string().as_str())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,27 +134,46 @@ fn hop_by_hop_headers_are_not_forwarded() {
     ));
     assert_eq!(r.status, 200);
     let s = &backend.requests()[0];
-    for h in ["keep-alive", "te", "upgrade", "proxy-connection", "x-conn-named"] {
+    for h in [
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "x-conn-named",
+    ] {
         assert!(!s.has_header(h), "{h} was forwarded: {:?}", s.headers);
     }
     if let Some(c) = s.header("connection") {
-        assert!(!c.to_ascii_lowercase().contains("x-conn-named"), "client's Connection forwarded: {c}");
+        assert!(
+            !c.to_ascii_lowercase().contains("x-conn-named"),
+            "client's Connection forwarded: {c}"
+        );
     }
-    assert_eq!(s.header("x-keep"), Some("yes"), "end-to-end headers must pass");
+    assert_eq!(
+        s.header("x-keep"),
+        Some("yes"),
+        "end-to-end headers must pass"
+    );
 }
 
 #[test]
 fn forwarded_headers_are_added_and_host_is_the_backend_authority() {
     let (gw, backend) = start(Reply::ok("ok"));
     let host = [("Host", "shop.example.com")];
-    assert_eq!(gw.request(&request("GET", "/files/a", &host, b"")).status, 200);
+    assert_eq!(
+        gw.request(&request("GET", "/files/a", &host, b"")).status,
+        200
+    );
     let spoof = [
         ("Host", "shop.example.com:8443"),
         ("X-Forwarded-For", "10.0.0.1"),
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "evil.example"),
     ];
-    assert_eq!(gw.request(&request("GET", "/files/b", &spoof, b"")).status, 200);
+    assert_eq!(
+        gw.request(&request("GET", "/files/b", &spoof, b"")).status,
+        200
+    );
     let seen = backend.requests();
     let authority = backend.addr.to_string();
 
@@ -162,15 +184,32 @@ fn forwarded_headers_are_added_and_host_is_the_backend_authority() {
     assert_eq!(first.header("x-forwarded-host"), Some("shop.example.com"));
 
     let second = &seen[1];
-    let count = |name: &str| second.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+    let count = |name: &str| {
+        second
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    };
     assert_eq!(count("host"), 1);
     assert_eq!(second.header("host"), Some(authority.as_str()));
     assert_eq!(count("x-forwarded-for"), 1);
-    assert_eq!(second.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"), "appended");
+    assert_eq!(
+        second.header("x-forwarded-for"),
+        Some("10.0.0.1, 127.0.0.1"),
+        "appended"
+    );
     assert_eq!(count("x-forwarded-proto"), 1);
-    assert_eq!(second.header("x-forwarded-proto"), Some("http"), "ours, not the client's");
+    assert_eq!(
+        second.header("x-forwarded-proto"),
+        Some("http"),
+        "ours, not the client's"
+    );
     assert_eq!(count("x-forwarded-host"), 1);
-    assert_eq!(second.header("x-forwarded-host"), Some("shop.example.com:8443"));
+    assert_eq!(
+        second.header("x-forwarded-host"),
+        Some("shop.example.com:8443")
+    );
 }
 
 #[test]
@@ -201,7 +240,8 @@ fn backend_status_and_end_to_end_headers_reach_the_client() {
 fn chunked_request_body_arrives_intact_at_the_backend() {
     let (gw, backend) = start(Reply::Echo);
     let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let mut req = b"POST /files/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /files/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     req.extend_from_slice(&chunked(&body, &[1, 7, 100, 4096, 3]));
     let mut c = gw.client();
     let r = c.roundtrip(&req);
@@ -212,12 +252,21 @@ fn chunked_request_body_arrives_intact_at_the_backend() {
     assert!(s.body_was_chunked, "a chunked request is forwarded chunked");
     assert!(!s.has_header("content-length"));
     // The connection is still in sync.
-    assert_eq!(c.roundtrip(&request("POST", "/files/again", &[], b"abc")).text(), "abc");
+    assert_eq!(
+        c.roundtrip(&request("POST", "/files/again", &[], b"abc"))
+            .text(),
+        "abc"
+    );
 }
 
 #[test]
 fn chunked_backend_response_arrives_intact_and_chunked() {
-    let chunks: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![b'b'; 5000], b"".to_vec(), b"tail".to_vec()];
+    let chunks: Vec<Vec<u8>> = vec![
+        b"a".to_vec(),
+        vec![b'b'; 5000],
+        b"".to_vec(),
+        b"tail".to_vec(),
+    ];
     let expected: Vec<u8> = chunks.concat();
     // An empty chunk would end the body: the backend must not send it.
     let chunks: Vec<Vec<u8>> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
@@ -245,16 +294,27 @@ fn a_100_mb_request_body_streams_through_with_flat_memory() {
         10_000,
     );
     // Warm up: pool, buffers, the first request's allocations.
-    assert_eq!(gw.request(&request("POST", "/big/count", &[], b"warm")).text(), "4 false");
+    assert_eq!(
+        gw.request(&request("POST", "/big/count", &[], b"warm"))
+            .text(),
+        "4 false"
+    );
     let before = gw.vm_hwm_kib();
 
     let mut c = gw.client();
-    c.send(format!("POST /big/count HTTP/1.1\r\nHost: x\r\nContent-Length: {HUNDRED_MB}\r\n\r\n").as_bytes());
+    c.send(
+        format!("POST /big/count HTTP/1.1\r\nHost: x\r\nContent-Length: {HUNDRED_MB}\r\n\r\n")
+            .as_bytes(),
+    );
     write_pattern(&mut c.stream, HUNDRED_MB).expect("stream the body");
     c.stream.flush().expect("flush");
     let r = c.read_response();
     assert_eq!(r.status, 200);
-    assert_eq!(r.text(), format!("{HUNDRED_MB} true"), "the backend got every byte, in order");
+    assert_eq!(
+        r.text(),
+        format!("{HUNDRED_MB} true"),
+        "the backend got every byte, in order"
+    );
 
     let after = gw.vm_hwm_kib();
     eprintln!("VmHWM before {before} KiB, after {after} KiB");
@@ -262,7 +322,10 @@ fn a_100_mb_request_body_streams_through_with_flat_memory() {
         after.saturating_sub(before) < MEMORY_GROWTH_KIB_MAX,
         "peak RSS grew from {before} KiB to {after} KiB while streaming 100 MB"
     );
-    assert_eq!(backend.requests().last().map(|s| s.body_len), Some(HUNDRED_MB));
+    assert_eq!(
+        backend.requests().last().map(|s| s.body_len),
+        Some(HUNDRED_MB)
+    );
 }
 
 #[test]
@@ -310,7 +373,10 @@ fn hanging_backend_is_504_json_after_the_timeout() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.text(), r#"{"message":"Endpoint request timed out"}"#);
     // Not before the configured timeout (a lower bound only; the upper bound is the read timeout).
-    assert!(elapsed >= Duration::from_millis(450), "504 after only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "504 after only {elapsed:?}"
+    );
     // The client connection survives a backend timeout on a body-less request.
     if !r.says_close() {
         assert_eq!(c.roundtrip(&get("/nope")).status, 404);
@@ -333,7 +399,10 @@ fn backend_closing_mid_response_truncates_and_closes_the_client_connection() {
     c.send(&get("/files/x"));
     match c.try_read_response(false) {
         Err(ReadFail::Closed(_)) => {}
-        Ok(r) => panic!("a complete response from a truncated backend: {} {:?}", r.status, r.raw_head),
+        Ok(r) => panic!(
+            "a complete response from a truncated backend: {} {:?}",
+            r.status, r.raw_head
+        ),
         Err(e) => panic!("expected the connection cut, got {e:?}"),
     }
     // The gateway itself is fine.
@@ -363,7 +432,11 @@ fn sequential_requests_reuse_one_backend_connection() {
         assert_eq!(gw.request(&get("/users/9")).text(), "pooled");
     }
     assert_eq!(backend.requests().len(), 20);
-    assert_eq!(backend.connections(), 1, "20 sequential requests must share one backend connection");
+    assert_eq!(
+        backend.connections(),
+        1,
+        "20 sequential requests must share one backend connection"
+    );
 }
 
 #[test]
@@ -380,7 +453,12 @@ fn stale_pooled_connection_is_retried_for_get() {
         // Let the backend's close reach the gateway, so the pooled connection is stale.
         std::thread::sleep(Duration::from_millis(100));
         let r = c.roundtrip(&get("/files/s"));
-        assert_eq!(r.status, 200, "GET #{i} on a stale pooled connection: {}", r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "GET #{i} on a stale pooled connection: {}",
+            r.text()
+        );
         assert_eq!(r.text(), "fresh");
     }
     assert_eq!(backend.requests().len(), 5);
@@ -398,9 +476,21 @@ fn idempotent_get_is_retried_when_a_pooled_connection_dies_mid_request() {
     let mut c = gw.client();
     assert_eq!(c.roundtrip(&get("/files/a")).status, 200);
     let r = c.roundtrip(&get("/files/b"));
-    assert_eq!(r.status, 200, "GET on a pooled connection that died must be retried: {}", r.text());
-    let b_count = backend.requests().iter().filter(|s| s.target == "/store/b").count();
-    assert_eq!(b_count, 2, "sent once on the dead connection, once on a fresh one");
+    assert_eq!(
+        r.status,
+        200,
+        "GET on a pooled connection that died must be retried: {}",
+        r.text()
+    );
+    let b_count = backend
+        .requests()
+        .iter()
+        .filter(|s| s.target == "/store/b")
+        .count();
+    assert_eq!(
+        b_count, 2,
+        "sent once on the dead connection, once on a fresh one"
+    );
 }
 
 #[test]
@@ -417,7 +507,11 @@ fn post_is_never_sent_twice_when_a_pooled_connection_dies_mid_request() {
     let r = c.roundtrip(&request("POST", "/files/pay", &[], b"charge-once"));
     assert_eq!(r.status, 502, "{}", r.text());
     std::thread::sleep(Duration::from_millis(100));
-    let sent = backend.requests().iter().filter(|s| s.body == b"charge-once").count();
+    let sent = backend
+        .requests()
+        .iter()
+        .filter(|s| s.body == b"charge-once")
+        .count();
     assert_eq!(sent, 1, "a POST must not be replayed");
 }
 
@@ -436,7 +530,12 @@ fn post_on_a_stale_pooled_connection_is_not_retried() {
         std::thread::sleep(Duration::from_millis(100));
         let body = format!("post {i}");
         let r = c.roundtrip(&request("POST", "/files/p", &[], body.as_bytes()));
-        assert!(matches!(r.status, 200 | 502), "POST #{i}: {} {}", r.status, r.text());
+        assert!(
+            matches!(r.status, 200 | 502),
+            "POST #{i}: {} {}",
+            r.status,
+            r.text()
+        );
         statuses.push(r.status);
         if r.says_close() {
             c = gw.client();
@@ -449,6 +548,10 @@ fn post_on_a_stale_pooled_connection_is_not_retried() {
         let body = format!("post {i}");
         let n = seen.iter().filter(|s| s.body == body.as_bytes()).count();
         assert!(n <= 1, "POST #{i} reached the backend {n} times");
-        assert_eq!(n == 1, *status == 200, "POST #{i}: status {status} but the backend saw it {n} times");
+        assert_eq!(
+            n == 1,
+            *status == 200,
+            "POST #{i}: status {status} but the backend saw it {n} times"
+        );
     }
 }

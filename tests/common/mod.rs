@@ -486,7 +486,8 @@ impl Client {
         let te = resp
             .header("transfer-encoding")
             .map(str::to_ascii_lowercase);
-        let bodiless = head_request || resp.status < 200 || resp.status == 204 || resp.status == 304;
+        let bodiless =
+            head_request || resp.status < 200 || resp.status == 204 || resp.status == 304;
         if bodiless {
             return Ok(resp);
         }
@@ -561,7 +562,9 @@ impl Client {
                 self.fill()?;
             }
             if &self.buf[..2] != b"\r\n" {
-                return Err(ReadFail::Malformed("chunk data not followed by CRLF".into()));
+                return Err(ReadFail::Malformed(
+                    "chunk data not followed by CRLF".into(),
+                ));
             }
             self.buf.drain(..2);
         }
@@ -627,13 +630,18 @@ impl Client {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 
@@ -936,7 +944,11 @@ fn write_fixed(
 }
 
 /// Reads one request (head and body). `None` on end of stream or any error.
-fn read_backend_request(r: &mut BufReader<TcpStream>, conn: usize, keep_max: usize) -> Option<Seen> {
+fn read_backend_request(
+    r: &mut BufReader<TcpStream>,
+    conn: usize,
+    keep_max: usize,
+) -> Option<Seen> {
     let mut line = Vec::new();
     // Skip empty lines between requests (RFC 9112 §2.2 robustness).
     let request_line = loop {
@@ -971,7 +983,8 @@ fn read_backend_request(r: &mut BufReader<TcpStream>, conn: usize, keep_max: usi
             .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let chunked = value("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        value("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let mut body = Vec::new();
     let mut body_len = 0u64;
     let mut pattern = true;
