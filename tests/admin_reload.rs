@@ -303,3 +303,35 @@ fn reload_under_load_drops_nothing() {
         .unwrap_or_else(|_| panic!("slow client failed"));
     assert!(slow_done >= 2, "only {slow_done} slow requests completed");
 }
+
+#[test]
+fn in_flight_request_completes_when_a_reload_removes_its_route() {
+    let fast = Backend::start(Reply::ok("fast"));
+    let slow = Backend::start_spec(BackendSpec {
+        delay: Duration::from_millis(500),
+        ..BackendSpec::new(Reply::ok("slow"))
+    });
+    let gw = Gateway::start(&generation_config(1, fast.addr, slow.addr));
+    let mut c = gw.client();
+    c.send(&get("/slow/x"));
+    eventually("the slow request to reach the backend", || {
+        (!slow.requests().is_empty()).then_some(())
+    });
+
+    // The new config has no /slow route at all.
+    let without_slow = simple(2).replace("ANY /slow/", "ANY /gone/");
+    gw.rewrite_config(&without_slow);
+    let r = gw.reload();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let r = c.read_response();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "slow".to_string()),
+        "the in-flight request was cut"
+    );
+    assert!(!r.says_close());
+    // The same connection now sees the new config.
+    assert_eq!(c.roundtrip(&get("/slow/x")).status, 404);
+    assert_eq!(c.roundtrip(&get("/gen2")).status, 200);
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use common::{Backend, Client, Gateway, Reply, chunked, config_with, get, request};
@@ -63,6 +64,8 @@ fn assert_refused_and_closed(gw: &Gateway, bytes: &[u8], status: u16) {
     );
     assert!(r.says_close(), "no connection: close in {:?}", r.raw_head);
     assert!(r.json()["message"].is_string());
+    assert!(r.header("x-request-id").is_some(), "{:?}", r.raw_head);
+    assert!(r.header("date").is_some(), "{:?}", r.raw_head);
     c.assert_closed();
 }
 
@@ -477,4 +480,122 @@ fn client_half_close_after_request_still_gets_the_response() {
     c.shutdown_write();
     let r = c.read_response();
     assert_eq!(r.text(), "mock hc");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More request shapes
+
+#[test]
+fn http11_without_host_is_400() {
+    let (gw, _b) = start("");
+    assert_refused_and_closed(&gw, b"GET /m HTTP/1.1\r\n\r\n", 400);
+    assert_refused_and_closed(&gw, b"GET /m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+}
+
+#[test]
+fn unsupported_version_is_505() {
+    let (gw, _b) = start("");
+    assert_refused_and_closed(&gw, b"GET /m HTTP/1.2\r\nHost: x\r\n\r\n", 505);
+}
+
+#[test]
+fn unknown_expectation_is_417() {
+    let (gw, _b) = start("");
+    let mut c = gw.client();
+    let r =
+        c.roundtrip(b"POST /m HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 417);
+}
+
+#[test]
+fn expect_continue_with_an_oversized_length_is_413_without_100() {
+    let (gw, backend) = start("");
+    for path in ["/small", "/psmall/x"] {
+        let mut c = gw.client();
+        c.send(format!("POST {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n").as_bytes());
+        let r = c.read_response();
+        assert_eq!(
+            r.status, 413,
+            "{path}: the client must not be invited to send the body"
+        );
+        c.assert_closed();
+    }
+    assert!(
+        backend.requests().is_empty(),
+        "the refused request reached the backend"
+    );
+}
+
+#[test]
+fn an_error_for_a_request_with_a_small_body_keeps_the_connection_in_sync() {
+    let (gw, _b) = start("");
+    let mut c = gw.client();
+    let r = c.roundtrip(&request("POST", "/nope", &[], b"hello"));
+    assert_eq!(r.status, 404);
+    if !r.says_close() {
+        // The body was skipped, not parsed as the next request.
+        assert_eq!(c.roundtrip(&get("/m/next")).text(), "mock next");
+    }
+}
+
+#[test]
+fn many_pipelined_requests_are_all_answered_in_order() {
+    let (gw, _b) = start("");
+    let mut c = gw.client();
+    let all: Vec<u8> = (0..200).flat_map(|i| get(&format!("/m/{i}"))).collect();
+    c.send(&all);
+    for i in 0..200 {
+        assert_eq!(c.read_response().text(), format!("mock {i}"));
+    }
+}
+
+#[test]
+fn chunked_request_with_extensions_and_trailers_is_accepted() {
+    let (gw, backend) = start("");
+    let mut c = gw.client();
+    let body = b"POST /p/t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let r = c.roundtrip(body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(backend.requests()[0].body, b"hello world");
+    assert_eq!(c.roundtrip(&get("/m/after")).text(), "mock after");
+}
+
+#[test]
+fn head_of_an_error_has_no_body() {
+    let (gw, _b) = start("");
+    let mut c = gw.client();
+    c.send(&request("HEAD", "/nope", &[], b""));
+    let r = c.read_head_response();
+    assert_eq!(r.status, 404);
+    assert_eq!(c.roundtrip(&get("/m/after")).text(), "mock after");
+}
+
+#[test]
+fn header_read_timeout_counts_from_the_first_byte_not_the_last() {
+    // A client trickling its head (slowloris) still gets 408 once the whole-head budget is spent.
+    let (gw, _b) = start("header_read_timeout_ms = 300");
+    let mut c = gw.client();
+    let head = b"GET /m HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for b in head.chunks(1) {
+        if c.stream.write_all(b).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = c.read_response();
+    assert_eq!(r.status, 408);
+    c.assert_closed();
+}
+
+#[test]
+fn keepalive_idle_timeout_does_not_cut_a_slow_backend_response() {
+    let backend = Backend::start_spec(common::BackendSpec {
+        delay: Duration::from_millis(600),
+        ..common::BackendSpec::new(Reply::ok("late"))
+    });
+    let gw = Gateway::start(&wire_config("keepalive_idle_timeout_ms = 200", &backend));
+    let mut c = gw.client();
+    let r = c.roundtrip(&get("/p/slow"));
+    assert_eq!((r.status, r.text()), (200, "late".to_string()));
 }

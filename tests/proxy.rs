@@ -555,3 +555,75 @@ fn post_on_a_stale_pooled_connection_is_not_retried() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backend response shapes
+
+#[test]
+fn body_delimited_by_close_is_rechunked_for_http11_clients() {
+    let (gw, _backend) = start(Reply::UntilClose(b"until the very end".to_vec()));
+    let mut c = gw.client();
+    let r = c.roundtrip(&get("/files/u"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "until the very end");
+    assert!(
+        r.chunked,
+        "no length known: chunked to a 1.1 client: {:?}",
+        r.raw_head
+    );
+    // The client connection does not depend on the backend one.
+    if !r.says_close() {
+        assert_eq!(c.roundtrip(&get("/files/u")).text(), "until the very end");
+    }
+}
+
+#[test]
+fn interim_100_from_the_backend_is_not_relayed() {
+    let (gw, _backend) = start(Reply::AfterInterim(b"final".to_vec()));
+    let mut c = gw.client();
+    let r = c.roundtrip(&get("/files/i"));
+    assert_eq!((r.status, r.text()), (200, "final".to_string()));
+    assert_eq!(c.roundtrip(&get("/files/i")).text(), "final");
+}
+
+#[test]
+fn no_content_from_the_backend_has_no_body_and_keeps_the_connection() {
+    let (gw, backend) = start(Reply::Fixed {
+        status: 204,
+        headers: Vec::new(),
+        body: Vec::new(),
+    });
+    let mut c = gw.client();
+    let r = c.roundtrip(&request("DELETE", "/files/x", &[], b""));
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert!(!r.says_close());
+    assert_eq!(
+        c.roundtrip(&request("DELETE", "/files/y", &[], b"")).status,
+        204
+    );
+    assert_eq!(backend.connections(), 1);
+}
+
+#[test]
+fn oversized_backend_head_is_502() {
+    let (gw, _backend) = start(Reply::Fixed {
+        status: 200,
+        headers: vec![("X-Big".into(), "a".repeat(20 * 1024))],
+        body: b"x".to_vec(),
+    });
+    let r = gw.request(&get("/files/big-head"));
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), r#"{"message":"Bad Gateway"}"#);
+}
+
+#[test]
+fn conflicting_content_lengths_from_the_backend_are_502() {
+    let (gw, _backend) = start(Reply::Fixed {
+        status: 200,
+        headers: vec![("Content-Length".into(), "7".into())],
+        body: b"x".to_vec(),
+    });
+    let r = gw.request(&get("/files/cl"));
+    assert_eq!(r.status, 502, "{:?}", r.raw_head);
+}

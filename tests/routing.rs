@@ -240,3 +240,19 @@ fn ten_thousand_routes_load_and_serve() {
     }
     assert_eq!(c.roundtrip(&get("/r10000/x")).status, 404);
 }
+
+#[test]
+fn absolute_form_target_routes_by_its_authority() {
+    let gw = start();
+    let r = gw.request(b"GET http://api.example.com/who HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    assert_eq!((r.status, r.text()), (200, "exact".to_string()));
+}
+
+#[test]
+fn unknown_methods_match_only_any_routes() {
+    let gw = start();
+    let r = gw.request(&request("PURGE", "/v1/any", &[], b""));
+    assert_eq!((r.status, r.text()), (200, "any".to_string()));
+    let r = gw.request(&request("PURGE", "/who", &[], b""));
+    assert_eq!(r.status, 404);
+}

@@ -709,6 +709,10 @@ pub enum Reply {
     CloseMid,
     /// A head that is not HTTP, then waits for the gateway to close.
     Malformed,
+    /// A body with neither Content-Length nor chunked: delimited by closing the connection.
+    UntilClose(Vec<u8>),
+    /// `100 Continue`, then this body with Content-Length.
+    AfterInterim(Vec<u8>),
 }
 
 impl Reply {
@@ -906,6 +910,17 @@ fn serve_backend_conn(stream: TcpStream, conn: usize, spec: &BackendSpec, seen: 
                 let _ = w.shutdown(Shutdown::Both);
                 return;
             }
+            Reply::UntilClose(body) => {
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
+                if !is_head {
+                    let _ = w.write_all(body);
+                }
+                let _ = w.shutdown(Shutdown::Both);
+                return;
+            }
+            Reply::AfterInterim(body) => w
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| write_fixed(&mut w, 200, &[], body, is_head)),
             Reply::Malformed => {
                 let _ = w.write_all(b"HTTP/1.1 200 OK\r\nthis is not a header line\r\n\r\n");
                 let mut sink = [0u8; 4096];
