@@ -335,3 +335,33 @@ fn in_flight_request_completes_when_a_reload_removes_its_route() {
     assert_eq!(c.roundtrip(&get("/slow/x")).status, 404);
     assert_eq!(c.roundtrip(&get("/gen2")).status, 200);
 }
+
+#[test]
+fn reload_applies_new_server_limits() {
+    let apis = "[[api]]\nname = \"l\"\n[[api.route]]\nkey = \"GET /m\"\nintegration = { type = \"mock\", body = \"m\" }\n";
+    let gw = Gateway::start(&config_with("", "", apis));
+    let req = format!(
+        "GET /m HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    assert_eq!(gw.request(req.as_bytes()).status, 200);
+    gw.rewrite_config(&config_with("header_bytes_max = 2048", "", apis));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(gw.request(req.as_bytes()).status, 431);
+}
+
+#[test]
+fn reload_refuses_changes_that_need_a_restart() {
+    let gw = Gateway::start(&simple(1));
+    let moved = simple(2).replacen(
+        "listen = [\"127.0.0.1:0\"]",
+        "listen = [\"127.0.0.1:1\"]",
+        1,
+    );
+    gw.rewrite_config(&moved);
+    let r = gw.reload();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("server.listen"), "{}", r.text());
+    assert_eq!(gw.request(&get("/gen1")).status, 200);
+    assert_eq!(gw.request(&get("/gen2")).status, 404);
+}

@@ -599,3 +599,30 @@ fn keepalive_idle_timeout_does_not_cut_a_slow_backend_response() {
     let r = c.roundtrip(&get("/p/slow"));
     assert_eq!((r.status, r.text()), (200, "late".to_string()));
 }
+
+#[test]
+fn a_backend_connection_left_mid_body_by_a_413_is_not_reused() {
+    let (gw, backend) = start("");
+    // Prime the pool so a reusable connection exists.
+    assert_eq!(
+        gw.request(&request("POST", "/p/prime", &[], b"x")).text(),
+        "x"
+    );
+    let mut c = gw.client();
+    // The head and first chunk go out; the second chunk breaks the route's limit.
+    c.send(
+        b"POST /psmall/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"6\r\n6789ab\r\n0\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 413, "{}", r.text());
+    // Were the half-sent request's connection pooled, this one would land inside its body.
+    for i in 0..3 {
+        let body = format!("after {i}");
+        let r = gw.request(&request("POST", "/p/after", &[], body.as_bytes()));
+        assert_eq!((r.status, r.text()), (200, body.clone()));
+    }
+    let last = backend.requests().into_iter().last().map(|s| s.target);
+    assert_eq!(last.as_deref(), Some("/after"));
+}

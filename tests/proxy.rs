@@ -627,3 +627,21 @@ fn conflicting_content_lengths_from_the_backend_are_502() {
     let r = gw.request(&get("/files/cl"));
     assert_eq!(r.status, 502, "{:?}", r.raw_head);
 }
+
+#[test]
+fn path_params_are_forwarded_still_percent_encoded() {
+    let (gw, backend) = start(Reply::ok("ok"));
+    assert_eq!(gw.request(&get("/users/a%2Fb%20c")).status, 200);
+    assert_eq!(gw.request(&get("/files/x%3Fy/z?q=%26")).status, 200);
+    let seen = backend.requests();
+    assert_eq!(seen[0].target, "/u/a%2Fb%20c/profile");
+    assert_eq!(seen[1].target, "/store/x%3Fy/z?q=%26");
+}
+
+#[test]
+fn empty_post_is_forwarded_with_content_length_zero() {
+    let (gw, backend) = start(Reply::Echo);
+    let r = gw.request(&request("POST", "/files/empty", &[], b""));
+    assert_eq!(r.status, 200);
+    assert_eq!(backend.requests()[0].header("content-length"), Some("0"));
+}
