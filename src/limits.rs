@@ -18,6 +18,8 @@ pub const KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// Default integration timeout (504), as Amazon API Gateway's 29 s.
 pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
+/// Time a graceful shutdown waits for in-flight requests before closing what remains.
+pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 /// Time allowed to connect to a backend before answering 502.
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Idle keep-alive connections kept per backend host, per core.

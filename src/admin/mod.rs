@@ -3,6 +3,8 @@
 //! per admin connection; it reaches the cores only through the control thread.
 //!
 //! When `admin.token` is set, `POST` endpoints require `Authorization: Bearer <token>`.
+//! With `admin.debug_endpoints = true` (tests only), `POST /debug/stall?core=N&ms=M` blocks a
+//! core's thread for M ms, as a stuck event loop would (to test the systemd watchdog).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -135,6 +137,35 @@ fn route(
             match rx.recv_timeout(ADMIN_ANSWER_TIMEOUT) {
                 Ok(Ok(generation)) => json(200, &serde_json::json!({"status": "reloaded", "generation": generation}).to_string()),
                 Ok(Err(errors)) => json(400, &serde_json::json!({"message": "config refused; the previous config keeps serving", "errors": errors}).to_string()),
+                Err(_) => json(503, r#"{"message":"Service Unavailable"}"#),
+            }
+        }
+        ("POST", "/debug/stall") if shared.debug_endpoints.load(Ordering::Acquire) => {
+            if !authorized(auth, shared) {
+                return json(401, r#"{"message":"Unauthorized"}"#);
+            }
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            let (Some(core), Some(ms)) = (param("core"), param("ms")) else {
+                return json(400, r#"{"message":"expected ?core=N&ms=M"}"#);
+            };
+            let (tx, rx) = bounded(1);
+            let req = AdminRequest::Stall {
+                core: core as usize,
+                duration: Duration::from_millis(ms.min(600_000)),
+                reply: tx,
+            };
+            if control.send(req).is_err() {
+                return json(503, r#"{"message":"Service Unavailable"}"#);
+            }
+            match rx.recv_timeout(ADMIN_ANSWER_TIMEOUT) {
+                Ok(true) => json(200, r#"{"status":"stalling"}"#),
+                Ok(false) => json(404, r#"{"message":"no such core"}"#),
                 Err(_) => json(503, r#"{"message":"Service Unavailable"}"#),
             }
         }

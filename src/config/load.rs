@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::limits::{
     BODY_BYTES_MAX, CONFIG_BYTES_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, HEADERS_CEILING,
     HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS, LISTEN_BACKLOG,
-    PATH_PARAMS_MAX, UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_IDLE_PER_HOST_MAX,
+    PATH_PARAMS_MAX, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_IDLE_PER_HOST_MAX,
     UPSTREAM_IDLE_TIMEOUT_MS,
 };
 use crate::router::RouteKey;
@@ -172,6 +172,7 @@ struct RawServer {
     upstream_idle_per_host_max: Option<S<i64>>,
     upstream_idle_timeout_ms: Option<S<i64>>,
     upstream_connect_timeout_ms: Option<S<i64>>,
+    shutdown_timeout_ms: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +180,7 @@ struct RawServer {
 struct RawAdmin {
     listen: Option<S<String>>,
     token: Option<S<String>>,
+    debug_endpoints: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -436,8 +438,15 @@ fn server(
             errs,
             r.upstream_connect_timeout_ms.as_ref(),
             "upstream_connect_timeout_ms",
-            ms,
+            ms.clone(),
             UPSTREAM_CONNECT_TIMEOUT_MS,
+        ),
+        shutdown_timeout_ms: int(
+            errs,
+            r.shutdown_timeout_ms.as_ref(),
+            "shutdown_timeout_ms",
+            ms,
+            SHUTDOWN_TIMEOUT_MS,
         ),
     };
     (config, listeners)
@@ -534,7 +543,14 @@ fn admin(
         }
         t.get_ref().clone()
     });
-    AdminConfig { listen, token }
+    let debug_endpoints = raw
+        .and_then(|a| a.get_ref().debug_endpoints)
+        .unwrap_or(false);
+    AdminConfig {
+        listen,
+        token,
+        debug_endpoints,
+    }
 }
 
 fn api(errs: &mut Errors, raw: &S<RawApi>) -> ApiConfig {
@@ -1331,7 +1347,8 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
             c.admin,
             AdminConfig {
                 listen: Some("127.0.0.1:9901".parse().unwrap()),
-                token: None
+                token: None,
+                debug_endpoints: false,
             }
         );
         let a = api(&c);
@@ -1406,6 +1423,7 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
                 "0",
                 "expected 1..=86400000, got 0",
             ),
+            ("shutdown_timeout_ms", "0", "expected 1..=86400000, got 0"),
         ] {
             let text = with_route("{ type = \"mock\" }").replacen(
                 "[server]\n",

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub upstream_idle_per_host_max: usize,
     pub upstream_idle_timeout_ms: u64,
     pub upstream_connect_timeout_ms: u64,
+    /// On SIGTERM/SIGINT/SIGQUIT: how long in-flight requests may take before what remains is
+    /// closed.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// `[admin]`
@@ -43,6 +46,8 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// When set, `POST` admin endpoints require `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Test hooks on the admin listener (`POST /debug/stall`). Off by default; never in production.
+    pub debug_endpoints: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

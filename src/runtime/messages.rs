@@ -15,8 +15,13 @@ pub enum ToCore {
     Snapshot(Arc<Snapshot>),
     /// Send a copy of your metrics to this channel.
     Collect(Sender<MetricsShard>),
-    /// Stop accepting and leave the event loop.
-    Stop,
+    /// Graceful stop: stop accepting, close idle connections, let requests in flight finish
+    /// (their responses say `connection: close`), and leave the event loop once no connection
+    /// is left or at `deadline`, closing what remains.
+    Drain { deadline: std::time::Instant },
+    /// Test hook (`admin.debug_endpoints`): block this core's thread for the duration, as a stuck
+    /// event loop would.
+    Stall(std::time::Duration),
 }
 
 /// Core → control thread.
@@ -28,4 +33,6 @@ pub enum FromCore {
     Swapped { core: usize, generation: u64 },
     /// The core could not start; the process cannot serve as configured.
     Failed { core: usize, error: String },
+    /// The core left its event loop; `abandoned` connections were still open at the deadline.
+    Stopped { core: usize, abandoned: usize },
 }

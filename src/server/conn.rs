@@ -37,7 +37,7 @@ const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
 /// Serves one client connection to its end.
 pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
-    ctx.metrics.borrow_mut().connection_opened();
+    let _guard = ctx.conn_guard();
     let mut conn = Conn {
         ctx: ctx.clone(),
         down: Downstream::new(stream),
@@ -46,7 +46,6 @@ pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
         params: Params::default(),
     };
     conn.run().await;
-    ctx.metrics.borrow_mut().connection_closed();
 }
 
 struct Conn {
@@ -120,7 +119,7 @@ impl Conn {
     async fn run(&mut self) {
         let mut head_started: Option<Instant> = None;
         loop {
-            if self.ctx.stopping() {
+            if self.ctx.draining() && self.down.avail().is_empty() {
                 let _ = self.down.flush().await;
                 return;
             }
@@ -154,9 +153,11 @@ impl Conn {
                     Some(t) => t + Duration::from_millis(server.header_read_timeout_ms),
                 };
                 let was_empty = self.down.avail().is_empty();
+                // Waiting for a new request is an idle wait: a drain ends it at once.
+                let idle = head_started.is_none();
                 match self
                     .down
-                    .fill(&self.ctx.timers, deadline, limits.header_bytes_max)
+                    .fill_with(&self.ctx.timers, deadline, idle, limits.header_bytes_max)
                     .await
                 {
                     Ok(_) => {
@@ -508,7 +509,8 @@ fn plan_head(
         body_limit: server.body_bytes_max,
         body_seen: 0,
         expect_continue: head.expect_continue,
-        keep_alive: head.keep_alive,
+        // While draining, every response closes its connection.
+        keep_alive: head.keep_alive && !ctx.draining(),
         http10,
         is_head,
         idempotent: matches!(

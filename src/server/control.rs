@@ -6,7 +6,7 @@
 //! only on its own inbox (signals, admin requests, core reports).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use crate::config::{self, Config, ConfigError, Snapshot};
 use crate::limits::CONTROL_CHANNEL_CAPACITY;
 use crate::net::bind_listeners;
 use crate::runtime::{FromCore, ToCore, allowed_cpus, online_cpus};
+use crate::server::core::{CoreStart, run_core};
+use crate::server::notify::{Notifier, watchdog_interval};
 use crate::telemetry::{metrics, request_id};
 use crate::{log_error, log_info, log_warn};
 
@@ -26,6 +28,12 @@ const CORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests from the admin listener.
 #[derive(Debug)]
 pub enum AdminRequest {
+    /// Test hook: block a core's thread (`admin.debug_endpoints`); answers whether it was sent.
+    Stall {
+        core: usize,
+        duration: Duration,
+        reply: Sender<bool>,
+    },
     /// Reload the config file; answer with the new generation or every error.
     Reload(Sender<Result<u64, Vec<String>>>),
     /// Merged Prometheus text.
@@ -39,6 +47,8 @@ pub struct AdminShared {
     pub ready: AtomicBool,
     /// `admin.token` of the current config.
     pub token: Mutex<Option<String>>,
+    /// `admin.debug_endpoints` of the current config.
+    pub debug_endpoints: AtomicBool,
 }
 
 /// How `tollgate serve` was invoked.
@@ -85,7 +95,8 @@ pub fn load_snapshot(path: &std::path::Path, generation: u64) -> Result<Snapshot
     config::compile(config, generation).map_err(|e| format_errors(path, &e))
 }
 
-/// Runs the server until SIGTERM/SIGINT. Returns once every core has stopped.
+/// Runs the server until SIGTERM, SIGINT or SIGQUIT, then drains. Returns once every core has
+/// stopped (within `server.shutdown_timeout_ms` plus a little).
 pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     let snap = load_snapshot(&opts.config_path, 1).map_err(|e| StartError(e.join("\n")))?;
     let server = &snap.config.server;
@@ -108,25 +119,38 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         signal_channel().map_err(|e| StartError(format!("cannot install signal handlers: {e}")))?;
     let shared = Arc::new(AdminShared::default());
     *lock(&shared.token) = snap.config.admin.token.clone();
+    shared
+        .debug_endpoints
+        .store(snap.config.admin.debug_endpoints, Ordering::Release);
     let snap = Arc::new(snap);
 
     // Cores.
     let cpus = allowed_cpus();
     let seed = request_id::process_seed();
+    let epoch = Instant::now();
     let (report_tx, report_rx) = bounded::<FromCore>(CONTROL_CHANNEL_CAPACITY);
     let mut core_tx = Vec::with_capacity(cores);
+    let mut heartbeats = Vec::with_capacity(cores);
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(cores);
     for (id, listeners) in bound.per_core.into_iter().enumerate() {
         let (tx, rx) = bounded::<ToCore>(CONTROL_CHANNEL_CAPACITY);
         core_tx.push(tx);
-        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-        let snap = snap.clone();
-        let report = report_tx.clone();
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        heartbeats.push(heartbeat.clone());
+        let start = CoreStart {
+            id,
+            cpu: (!cpus.is_empty()).then(|| cpus[id % cpus.len()]),
+            listeners,
+            snap: snap.clone(),
+            seed,
+            heartbeat,
+            epoch,
+            rx,
+            tx: report_tx.clone(),
+        };
         let t = std::thread::Builder::new()
             .name(format!("tollgate-core-{id}"))
-            .spawn(move || {
-                crate::server::core::run_core(id, cpu, listeners, snap, seed, rx, report)
-            })
+            .spawn(move || run_core(start))
             .map_err(|e| StartError(format!("cannot start core thread: {e}")))?;
         threads.push(t);
     }
@@ -136,12 +160,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         match report_rx.recv_deadline(until) {
             Ok(FromCore::Ready { .. }) => ready += 1,
             Ok(FromCore::Failed { core, error }) => {
-                stop_cores(&core_tx, threads);
+                drain_cores(&core_tx, &report_rx, threads, Duration::ZERO);
                 return Err(StartError(format!("core {core} failed to start: {error}")));
             }
-            Ok(FromCore::Swapped { .. }) => {}
+            Ok(_) => {}
             Err(_) => {
-                stop_cores(&core_tx, threads);
+                drain_cores(&core_tx, &report_rx, threads, Duration::ZERO);
                 return Err(StartError("cores did not start within 10 s".into()));
             }
         }
@@ -160,7 +184,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         None => None,
     };
 
-    // The lines tests and scripts wait for (stdout), then a human one (stderr).
+    // The lines tests and scripts wait for (stdout), then a human one (stderr), then systemd.
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -181,7 +205,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         listen.join(", "),
         admin_addr.map_or("disabled".to_string(), |a| a.to_string())
     );
-
+    let notifier = Notifier::from_env();
     let mut control = Control {
         path: opts.config_path,
         snap,
@@ -189,10 +213,27 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         report_rx,
         shared,
         cores_started: cores,
+        notifier,
+        heartbeats,
+        epoch,
+        last_requests: (Instant::now(), 0),
     };
+    let status = control.status_line(None);
+    control.notifier.ready(&status);
     control.run(&signals, &admin_rx);
-    log_info!("control", "stopping");
-    stop_cores(&control.core_tx, threads);
+
+    let grace = Duration::from_millis(control.snap.server().shutdown_timeout_ms);
+    log_info!(
+        "control",
+        "draining: no new connections; in-flight requests have {} ms",
+        grace.as_millis()
+    );
+    control.notifier.stopping();
+    let abandoned = drain_cores(&control.core_tx, &control.report_rx, threads, grace);
+    log_info!(
+        "control",
+        "stopped ({abandoned} connection(s) closed at the deadline)"
+    );
     Ok(())
 }
 
@@ -203,33 +244,68 @@ struct Control {
     report_rx: Receiver<FromCore>,
     shared: Arc<AdminShared>,
     cores_started: usize,
+    notifier: Notifier,
+    heartbeats: Vec<Arc<AtomicU64>>,
+    epoch: Instant,
+    /// When requests were last counted for `STATUS=`, and the total then.
+    last_requests: (Instant, u64),
 }
 
+/// A core whose heartbeat is older than this is considered stuck: the watchdog goes quiet.
+const HEARTBEAT_STALE: Duration = Duration::from_millis(1000);
+/// How often `STATUS=` is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 impl Control {
+    /// Serves control requests until a stop signal.
     fn run(&mut self, signals: &Receiver<i32>, admin: &Receiver<AdminRequest>) {
+        let watchdog = watchdog_interval();
+        let watchdog_tick = match watchdog {
+            Some(every) if self.notifier.enabled() => crossbeam_channel::tick(every),
+            _ => crossbeam_channel::never(),
+        };
+        let status_tick = if self.notifier.enabled() {
+            crossbeam_channel::tick(STATUS_EVERY)
+        } else {
+            crossbeam_channel::never()
+        };
         loop {
             select! {
                 recv(signals) -> sig => match sig {
                     Ok(signal_hook::consts::SIGHUP) => {
+                        self.notifier.reloading();
                         if let Err(errors) = self.reload() {
                             log_error!("control", "reload (SIGHUP) refused; still serving generation {}:", self.snap.generation);
                             for e in errors {
                                 log_error!("control", "  {e}");
                             }
                         }
+                        let status = self.status_line(None);
+                        self.notifier.ready(&status);
                     }
-                    Ok(_) | Err(_) => return,
+                    Ok(sig) => {
+                        log_info!("control", "signal {sig}: stopping");
+                        return;
+                    }
+                    Err(_) => return,
                 },
                 recv(admin) -> req => match req {
                     Ok(AdminRequest::Reload(reply)) => {
+                        self.notifier.reloading();
                         let r = self.reload();
                         if let Err(errors) = &r {
                             log_error!("control", "reload (admin) refused; still serving generation {}: {}", self.snap.generation, errors.join("; "));
                         }
+                        let status = self.status_line(None);
+                        self.notifier.ready(&status);
                         let _ = reply.send(r);
                     }
                     Ok(AdminRequest::Metrics(reply)) => {
-                        let _ = reply.send(self.collect_metrics());
+                        let _ = reply.send(metrics::render(&self.collect_shards()));
+                    }
+                    Ok(AdminRequest::Stall { core, duration, reply }) => {
+                        let ok = self.core_tx.get(core).is_some_and(|tx| tx.send(ToCore::Stall(duration)).is_ok());
+                        let _ = reply.send(ok);
                     }
                     Err(_) => {}
                 },
@@ -238,8 +314,47 @@ impl Control {
                         log_error!("control", "core {core}: {error}");
                     }
                 }
+                recv(watchdog_tick) -> _ => {
+                    match self.stuck_core() {
+                        None => self.notifier.watchdog(),
+                        Some((core, ms)) => log_error!("control", "core {core} has not ticked for {ms} ms; withholding WATCHDOG=1"),
+                    }
+                }
+                recv(status_tick) -> _ => {
+                    let shards = self.collect_shards();
+                    let line = self.status_line(Some(&shards));
+                    self.notifier.status(&line);
+                }
             }
         }
+    }
+
+    /// The first core whose event loop has not ticked recently, with its silence in ms.
+    fn stuck_core(&self) -> Option<(usize, u64)> {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.heartbeats.iter().enumerate().find_map(|(i, hb)| {
+            let silent = now_ms.saturating_sub(hb.load(Ordering::Relaxed));
+            (silent > HEARTBEAT_STALE.as_millis() as u64).then_some((i, silent))
+        })
+    }
+
+    /// `STATUS=` text: cores, APIs, generation and (given fresh shards) requests per second.
+    fn status_line(&mut self, shards: Option<&[metrics::MetricsShard]>) -> String {
+        let mut line = format!(
+            "{} core(s), {} API(s), config generation {}",
+            self.cores_started,
+            self.snap.apis.len(),
+            self.snap.generation
+        );
+        if let Some(shards) = shards {
+            let total: u64 = shards.iter().map(metrics::MetricsShard::requests).sum();
+            let (then, before) = self.last_requests;
+            let secs = then.elapsed().as_secs_f64().max(0.001);
+            let rps = total.saturating_sub(before) as f64 / secs;
+            self.last_requests = (Instant::now(), total);
+            line.push_str(&format!(", {rps:.0} req/s"));
+        }
+        line
     }
 
     /// Loads, validates and compiles the file, then swaps it in on every core. All or nothing:
@@ -272,6 +387,9 @@ impl Control {
             }
         }
         *lock(&self.shared.token) = snap.config.admin.token.clone();
+        self.shared
+            .debug_endpoints
+            .store(snap.config.admin.debug_endpoints, Ordering::Release);
         self.snap = snap;
         log_info!(
             "control",
@@ -282,7 +400,8 @@ impl Control {
         Ok(generation)
     }
 
-    fn collect_metrics(&self) -> String {
+    /// Every core's metrics shard (cores that do not answer in time are left out).
+    fn collect_shards(&self) -> Vec<metrics::MetricsShard> {
         let (tx, rx) = bounded(self.core_tx.len());
         let mut asked = 0;
         for core in &self.core_tx {
@@ -298,7 +417,7 @@ impl Control {
                 Err(_) => break,
             }
         }
-        metrics::render(&shards)
+        shards
     }
 }
 
@@ -328,19 +447,51 @@ fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), 
     }
 }
 
-fn stop_cores(core_tx: &[Sender<ToCore>], threads: Vec<JoinHandle<()>>) {
+/// Tells every core to drain, waits for them to stop (the deadline plus a margin) and joins
+/// their threads. Returns the connections closed at the deadline.
+fn drain_cores(
+    core_tx: &[Sender<ToCore>],
+    reports: &Receiver<FromCore>,
+    threads: Vec<JoinHandle<()>>,
+    grace: Duration,
+) -> usize {
+    let deadline = Instant::now() + grace;
     for tx in core_tx {
-        let _ = tx.send(ToCore::Stop);
+        let _ = tx.send(ToCore::Drain { deadline });
+    }
+    let mut stopped = 0;
+    let mut abandoned = 0;
+    let wait_until = deadline + Duration::from_secs(2);
+    while stopped < threads.len() {
+        match reports.recv_deadline(wait_until) {
+            Ok(FromCore::Stopped { abandoned: n, .. }) => {
+                stopped += 1;
+                abandoned += n;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if stopped < threads.len() {
+        // A core stuck past the deadline cannot be joined; leave it to process exit.
+        log_error!(
+            "control",
+            "{} core(s) did not stop in time; exiting anyway",
+            threads.len() - stopped
+        );
+        return abandoned;
     }
     for t in threads {
         let _ = t.join();
     }
+    abandoned
 }
 
-/// SIGHUP, SIGTERM and SIGINT, delivered as messages by a small thread.
+/// SIGHUP (reload), SIGTERM, SIGINT and SIGQUIT (graceful stop; SIGQUIT is what an upgrade
+/// sends the old process), delivered as messages by a small thread.
 fn signal_channel() -> std::io::Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGQUIT])?;
     let (tx, rx) = bounded(16);
     std::thread::Builder::new()
         .name("tollgate-signals".into())

@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -41,12 +42,22 @@ pub struct CoreCtx {
     /// Caps per-request warnings (backend failures) on this core.
     pub log_gate: crate::telemetry::log::LogGate,
     date: RefCell<DateCache>,
-    /// Set by `Stop`: accept loops end, connections close after their current request.
-    stopping: Cell<bool>,
+    /// Client connections open on this core (the drain waits for 0).
+    open_conns: Cell<usize>,
+    /// Milliseconds since `epoch`, stored at every tick; the control thread reads it for the
+    /// systemd watchdog (once per watchdog period, never on the request path).
+    heartbeat: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl CoreCtx {
-    pub fn new(id: usize, snap: Arc<Snapshot>, seed: u64) -> Self {
+    pub fn new(
+        id: usize,
+        snap: Arc<Snapshot>,
+        seed: u64,
+        heartbeat: Arc<AtomicU64>,
+        epoch: Instant,
+    ) -> Self {
         let mut metrics = CoreMetrics::new();
         let core_snap = Rc::new(map_slots(&mut metrics, snap));
         let pool = UpstreamPool::new(core_snap.snap.server());
@@ -59,7 +70,9 @@ impl CoreCtx {
             timers: Timers::new(),
             log_gate: Default::default(),
             date: RefCell::new(DateCache::new()),
-            stopping: Cell::new(false),
+            open_conns: Cell::new(0),
+            heartbeat,
+            epoch,
         }
     }
 
@@ -78,14 +91,34 @@ impl CoreCtx {
         self.log_gate.admit(self.date.borrow().second)
     }
 
-    pub fn stopping(&self) -> bool {
-        self.stopping.get()
+    /// A graceful stop is under way: answer what is in flight with `connection: close`.
+    pub fn draining(&self) -> bool {
+        self.timers.draining()
+    }
+
+    /// Counts a connection for as long as the guard lives.
+    pub fn conn_guard(self: &Rc<Self>) -> ConnGuard {
+        self.open_conns.set(self.open_conns.get() + 1);
+        self.metrics.borrow_mut().connection_opened();
+        ConnGuard(self.clone())
     }
 
     fn swap(&self, snap: Arc<Snapshot>) {
         let core_snap = map_slots(&mut self.metrics.borrow_mut(), snap);
         self.pool.borrow_mut().reconfigure(core_snap.snap.server());
         *self.snapshot.borrow_mut() = Rc::new(core_snap);
+    }
+}
+
+/// Keeps a connection counted; dropped when its task ends or is dropped at shutdown.
+pub struct ConnGuard(Rc<CoreCtx>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0
+            .open_conns
+            .set(self.0.open_conns.get().saturating_sub(1));
+        self.0.metrics.borrow_mut().connection_closed();
     }
 }
 
@@ -123,16 +156,32 @@ impl DateCache {
     }
 }
 
+/// What a core thread starts with.
+pub struct CoreStart {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub snap: Arc<Snapshot>,
+    pub seed: u64,
+    pub heartbeat: Arc<AtomicU64>,
+    pub epoch: Instant,
+    pub rx: Receiver<ToCore>,
+    pub tx: Sender<FromCore>,
+}
+
 /// Runs one core until told to stop. Blocks the calling thread (the core's own thread).
-pub fn run_core(
-    id: usize,
-    cpu: Option<usize>,
-    listeners: Vec<std::net::TcpListener>,
-    snap: Arc<Snapshot>,
-    seed: u64,
-    rx: Receiver<ToCore>,
-    tx: Sender<FromCore>,
-) {
+pub fn run_core(start: CoreStart) {
+    let CoreStart {
+        id,
+        cpu,
+        listeners,
+        snap,
+        seed,
+        heartbeat,
+        epoch,
+        rx,
+        tx,
+    } = start;
     let rt = match crate::runtime::build_runtime(cpu) {
         Ok(rt) => rt,
         Err(e) => {
@@ -144,7 +193,7 @@ pub fn run_core(
         }
     };
     rt.block_on(async move {
-        let ctx = Rc::new(CoreCtx::new(id, snap, seed));
+        let ctx = Rc::new(CoreCtx::new(id, snap, seed, heartbeat, epoch));
         let mut accepting = Vec::new();
         for l in listeners {
             let addr = l.local_addr().ok();
@@ -161,20 +210,46 @@ pub fn run_core(
         }
         let _ = tx.send(FromCore::Ready { core: id });
         log_debug!(&format!("core {id}"), "serving on cpu {cpu:?}");
-        tick_loop(&ctx, &rx, &tx).await;
-        // Dropping the accept tasks cancels them and closes this core's listening sockets.
-        drop(accepting);
+        let abandoned = tick_loop(&ctx, &rx, &tx, &mut accepting).await;
+        if abandoned > 0 {
+            log_warn!(
+                &format!("core {id}"),
+                "shutdown deadline: closing {abandoned} connection(s) still open"
+            );
+        }
+        let _ = tx.send(FromCore::Stopped {
+            core: id,
+            abandoned,
+        });
         log_debug!(&format!("core {id}"), "stopped");
     });
 }
 
-async fn tick_loop(ctx: &Rc<CoreCtx>, rx: &Receiver<ToCore>, tx: &Sender<FromCore>) {
+/// The core's housekeeping loop: clock, timers, pool sweep, heartbeat, control messages.
+/// Returns when a drain completes (the number of connections abandoned at its deadline).
+async fn tick_loop(
+    ctx: &Rc<CoreCtx>,
+    rx: &Receiver<ToCore>,
+    tx: &Sender<FromCore>,
+    accepting: &mut Vec<compio::runtime::JoinHandle<()>>,
+) -> usize {
     let tick = Duration::from_millis(CORE_TICK_MS);
     let mut last_sweep = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
     loop {
         compio::time::sleep(tick).await;
         let now = Instant::now();
         ctx.timers.fire(now);
+        ctx.heartbeat.store(
+            now.duration_since(ctx.epoch).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        if let Some(deadline) = drain_deadline {
+            let open = ctx.open_conns.get();
+            if open == 0 || now >= deadline {
+                return open;
+            }
+        }
         ctx.date.borrow_mut().refresh(SystemTime::now());
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
@@ -193,10 +268,15 @@ async fn tick_loop(ctx: &Rc<CoreCtx>, rx: &Receiver<ToCore>, tx: &Sender<FromCor
                 ToCore::Collect(reply) => {
                     let _ = reply.send(ctx.metrics.borrow().shard());
                 }
-                ToCore::Stop => {
-                    ctx.stopping.set(true);
-                    return;
+                ToCore::Drain { deadline } => {
+                    // Dropping the accept tasks cancels them and closes this core's listening
+                    // sockets (with net.ipv4.tcp_migrate_req=1 the kernel moves connections
+                    // waiting in their queues to the sockets that remain, e.g. a new process's).
+                    accepting.clear();
+                    ctx.timers.drain();
+                    drain_deadline = Some(deadline);
                 }
+                ToCore::Stall(d) => std::thread::sleep(d),
             }
         }
     }

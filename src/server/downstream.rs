@@ -76,9 +76,20 @@ impl Downstream {
         deadline: Instant,
         max_buffered: usize,
     ) -> Result<usize, ReadError> {
+        self.fill_with(timers, deadline, false, max_buffered).await
+    }
+
+    /// `fill`, where `idle` marks a wait for a new request (a drain ends it: `Timeout`).
+    pub async fn fill_with(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+        idle: bool,
+        max_buffered: usize,
+    ) -> Result<usize, ReadError> {
         let mut buf = std::mem::take(&mut self.rbuf);
         make_room(&mut buf, &mut self.start, max_buffered);
-        let res = read_append(timers, &self.stream, buf, deadline).await;
+        let res = read_append_with(timers, &self.stream, buf, deadline, idle).await;
         let (res, buf) = res;
         self.rbuf = buf;
         res
@@ -141,8 +152,24 @@ pub async fn read_append(
     buf: Vec<u8>,
     deadline: Instant,
 ) -> (Result<usize, ReadError>, Vec<u8>) {
+    read_append_with(timers, stream, buf, deadline, false).await
+}
+
+async fn read_append_with(
+    timers: &Timers,
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    idle: bool,
+) -> (Result<usize, ReadError>, Vec<u8>) {
     let mut reader = stream;
-    let BufResult(res, buf) = match timers.timeout_at(deadline, reader.append(buf)).await {
+    let read = reader.append(buf);
+    let res = if idle {
+        timers.idle_timeout_at(deadline, read).await
+    } else {
+        timers.timeout_at(deadline, read).await
+    };
+    let BufResult(res, buf) = match res {
         Ok(r) => r,
         // The read op was cancelled with the future; its buffer is gone with it, so the
         // connection is unusable for reading. Callers close it.

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod control;
 pub mod core;
 pub mod downstream;
+pub mod notify;
 pub mod respond;
 
 pub use control::{ServeOptions, StartError, serve};

@@ -152,6 +152,16 @@ pub struct MetricsShard {
     connections_total: u64,
 }
 
+impl MetricsShard {
+    /// Requests counted in this shard, all routes and statuses.
+    pub fn requests(&self) -> u64 {
+        self.series
+            .iter()
+            .flat_map(|(_, st)| st.iter().map(|&(_, n)| n))
+            .sum()
+    }
+}
+
 /// Merges shards and renders the Prometheus text exposition format (version 0.0.4).
 pub fn render(shards: &[MetricsShard]) -> String {
     let mut totals: AHashMap<(&str, u16), u64> = AHashMap::new();
