@@ -38,6 +38,12 @@ pub const READ_BUF_BYTES: usize = 16 * 1024;
 pub const PIPELINE_DEPTH_MAX: usize = 64;
 /// Well-formed incoming `x-request-id` values longer than this are replaced.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Account-wide throttle default, requests per second (Amazon API Gateway's account default).
+pub const ACCOUNT_RATE: u64 = 10_000;
+/// Account-wide throttle default burst (bucket size).
+pub const ACCOUNT_BURST: u64 = 5_000;
+/// How often throttle leases are reconciled between cores and the control thread, in ms.
+pub const RECONCILE_TICK_MS: u64 = 5;
 /// Capacity of every bounded channel between a core and the control thread.
 pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
 /// How often each core looks at its control channel and refreshes its clock, in milliseconds.

@@ -20,14 +20,14 @@ use toml::Spanned;
 use crate::limits::{
     BODY_BYTES_MAX, CONFIG_BYTES_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, HEADERS_CEILING,
     HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS, LISTEN_BACKLOG,
-    PATH_PARAMS_MAX, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_IDLE_PER_HOST_MAX,
-    UPSTREAM_IDLE_TIMEOUT_MS,
+    PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS,
+    UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS,
 };
 use crate::router::RouteKey;
 
 use super::model::{
-    AdminConfig, ApiConfig, Config, IntegrationConfig, Protocol, RouteConfig, ServerConfig,
-    StageConfig,
+    AccountConfig, AdminConfig, ApiConfig, Config, IntegrationConfig, Protocol, RouteConfig,
+    ServerConfig, StageConfig, Throttle,
 };
 use super::template::{self, Part, Template};
 
@@ -113,6 +113,8 @@ const API_NAME_BYTES_MAX: usize = 64;
 const STAGE_NAME_BYTES_MAX: usize = 128;
 const ADMIN_LISTEN_DEFAULT: ([u8; 4], u16) = ([127, 0, 0, 1], 9901);
 const DEFAULT_STAGE: &str = "$default";
+/// Largest rate (tokens/s) or burst a throttle may ask for.
+const THROTTLE_MAX: i64 = 1_000_000_000;
 /// Framing headers the gateway computes itself for a mock response.
 const MOCK_HEADERS_FORBIDDEN: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
 
@@ -154,6 +156,7 @@ type RawMap = S<BTreeMap<S<String>, S<String>>>;
 struct RawConfig {
     server: Option<S<RawServer>>,
     admin: Option<S<RawAdmin>>,
+    account: Option<S<RawAccount>>,
     #[serde(default)]
     api: Vec<S<RawApi>>,
 }
@@ -223,6 +226,22 @@ struct RawIntegration {
 struct RawStage {
     name: Option<S<String>>,
     variables: Option<RawMap>,
+    throttle: Option<S<RawThrottle>>,
+    route_throttle: Option<S<BTreeMap<S<String>, S<RawThrottle>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    throttle: Option<S<RawThrottle>>,
+    reconcile_tick_ms: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    rate: Option<S<i64>>,
+    burst: Option<S<i64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,6 +330,7 @@ impl<'a> Errors<'a> {
 fn validate(raw: &RawConfig, errs: &mut Errors) -> Config {
     let (server, listeners) = server(errs, raw.server.as_ref());
     let admin = admin(errs, raw.admin.as_ref(), &listeners);
+    let account = account(errs, raw.account.as_ref());
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut apis = Vec::with_capacity(raw.api.len());
     for raw_api in &raw.api {
@@ -334,8 +354,55 @@ fn validate(raw: &RawConfig, errs: &mut Errors) -> Config {
     Config {
         server,
         admin,
+        account,
         apis,
     }
+}
+
+fn account(errs: &mut Errors, raw: Option<&S<RawAccount>>) -> AccountConfig {
+    let Some(raw) = raw else {
+        return AccountConfig::default();
+    };
+    let r = raw.get_ref();
+    AccountConfig {
+        throttle: r
+            .throttle
+            .as_ref()
+            .map_or(AccountConfig::default().throttle, |t| {
+                throttle(errs, t, "account.throttle")
+            }),
+        reconcile_tick_ms: int(
+            errs,
+            r.reconcile_tick_ms.as_ref(),
+            "account.reconcile_tick_ms",
+            1..=1000,
+            RECONCILE_TICK_MS,
+        ),
+    }
+}
+
+/// `{ rate = r, burst = b }`, both required, both 0..=THROTTLE_MAX.
+fn throttle(errs: &mut Errors, raw: &S<RawThrottle>, what: &str) -> Throttle {
+    let r = raw.get_ref();
+    let mut get = |v: Option<&S<i64>>, field: &str| match v {
+        None => {
+            errs.at(
+                raw,
+                format!("{what}: needs {field} (e.g. {{ rate = 100, burst = 50 }})"),
+            );
+            0
+        }
+        Some(v) => int(
+            errs,
+            Some(v),
+            &format!("{what}.{field}"),
+            0..=THROTTLE_MAX,
+            0u64,
+        ),
+    };
+    let rate = get(r.rate.as_ref(), "rate");
+    let burst = get(r.burst.as_ref(), "burst");
+    Throttle { rate, burst }
 }
 
 /// An integer in `range` converted to `T`, or `default` (with an error when it was given).
@@ -605,11 +672,15 @@ fn api(errs: &mut Errors, raw: &S<RawApi>) -> ApiConfig {
         );
     }
     let mut keys = HashMap::new();
-    let routes = r
+    let routes: Vec<RouteConfig> = r
         .route
         .iter()
         .map(|route_raw| route(errs, route_raw, &stages, &mut keys))
         .collect();
+    let mut stages = stages;
+    for (stage, raw_stage) in stages.iter_mut().zip(&r.stage) {
+        stage_throttles(errs, stage, raw_stage, &routes, &name);
+    }
     ApiConfig {
         name,
         protocol,
@@ -663,6 +734,8 @@ fn stages(errs: &mut Errors, raw: &[S<RawStage>]) -> Vec<StageConfig> {
         return vec![StageConfig {
             name: DEFAULT_STAGE.to_string(),
             variables: BTreeMap::new(),
+            throttle: None,
+            route_throttle: Vec::new(),
         }];
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -712,9 +785,39 @@ fn stages(errs: &mut Errors, raw: &[S<RawStage>]) -> Vec<StageConfig> {
             }
             variables.insert(k.get_ref().clone(), v.get_ref().clone());
         }
-        out.push(StageConfig { name, variables });
+        out.push(StageConfig {
+            name,
+            variables,
+            throttle: None,
+            route_throttle: Vec::new(),
+        });
     }
     out
+}
+
+/// A stage's `throttle` and `route_throttle` (whose keys must be routes of the API).
+fn stage_throttles(
+    errs: &mut Errors,
+    stage: &mut StageConfig,
+    raw: &S<RawStage>,
+    routes: &[RouteConfig],
+    api: &str,
+) {
+    let r = raw.get_ref();
+    stage.throttle = r.throttle.as_ref().map(|t| throttle(errs, t, "throttle"));
+    for (key, t) in r.route_throttle.iter().flat_map(|m| m.get_ref()) {
+        let limit = throttle(errs, t, &format!("route_throttle {:?}", key.get_ref()));
+        match RouteKey::parse(key.get_ref()) {
+            Err(e) => errs.at(key, format!("route_throttle: {e}")),
+            Ok(k) => match routes.iter().find(|route| route.key == k) {
+                Some(route) => stage.route_throttle.push((route.key_text.clone(), limit)),
+                None => errs.at(
+                    key,
+                    format!("route_throttle: API {api} has no route {:?}", key.get_ref()),
+                ),
+            },
+        }
+    }
 }
 
 /// What a route's templates may refer to.
@@ -1368,7 +1471,9 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
             a.stages,
             vec![StageConfig {
                 name: "$default".into(),
-                variables: BTreeMap::new()
+                variables: BTreeMap::new(),
+                throttle: None,
+                route_throttle: Vec::new(),
             }]
         );
         let c = ok(&with_route("{ type = \"http_proxy\", uri = \"http://b\" }"));
@@ -1519,9 +1624,9 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
     fn unknown_keys_are_refused_with_their_line() {
         let base = with_route("{ type = \"mock\" }");
         one_error(
-            &format!("{base}[account]\nthrottle = {{ rate = 1, burst = 1 }}\n"),
-            8,
-            "unknown field `account`",
+            &format!("{base}[account]\nthrottles = {{ rate = 1, burst = 1 }}\n"),
+            9,
+            "unknown field `throttles`",
         );
         let text = base.replacen("[server]\n", "[server]\nlisten_tls = 1\n", 1);
         one_error(&text, 2, "unknown field `listen_tls`");
@@ -1531,9 +1636,9 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
             "unknown field `stats`",
         );
         one_error(
-            &format!("{base}[[api.stage]]\nname = \"p\"\nthrottle = 1\n"),
+            &format!("{base}[[api.stage]]\nname = \"p\"\ncache = 1\n"),
             10,
-            "unknown field `throttle`",
+            "unknown field `cache`",
         );
     }
 
@@ -1967,6 +2072,68 @@ name = "$default"
                 Part::Literal("http://127.0.0.1:9000/".into()),
                 Part::PathParam("id".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn throttles_parse_with_defaults_and_checks() {
+        let base = "[server]\nlisten = [\"127.0.0.1:8080\"]\n";
+        let c = ok(&format!(
+            "{base}[account.throttle]\nrate = 2000\nburst = 1000\n[[api]]\nname = \"a\"\n\
+             [[api.route]]\nkey = \"GET /x/{{id}}\"\nintegration = {{ type = \"mock\" }}\n\
+             [[api.stage]]\nname = \"prod\"\nthrottle = {{ rate = 10, burst = 0 }}\n\
+             route_throttle = {{ \"GET /x/{{id}}\" = {{ rate = 1, burst = 2 }} }}\n"
+        ));
+        assert_eq!(
+            c.account.throttle,
+            Throttle {
+                rate: 2000,
+                burst: 1000
+            }
+        );
+        assert_eq!(
+            c.account.reconcile_tick_ms,
+            crate::limits::RECONCILE_TICK_MS
+        );
+        let stage = &c.apis[0].stages[0];
+        assert_eq!(stage.throttle, Some(Throttle { rate: 10, burst: 0 }));
+        assert_eq!(
+            stage.route_throttle,
+            vec![("GET /x/{id}".to_string(), Throttle { rate: 1, burst: 2 })]
+        );
+
+        let c = ok(&format!(
+            "{base}[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\nintegration = {{ type = \"mock\" }}\n"
+        ));
+        assert_eq!(
+            c.account.throttle,
+            Throttle {
+                rate: 10_000,
+                burst: 5_000
+            }
+        );
+
+        let bad = format!(
+            "{base}[account.throttle]\nrate = -1\nburst = 5\n[[api]]\nname = \"a\"\n\
+             [[api.route]]\nkey = \"GET /\"\nintegration = {{ type = \"mock\" }}\n\
+             [[api.stage]]\nname = \"prod\"\nthrottle = {{ rate = 1 }}\n\
+             route_throttle = {{ \"GET /nope\" = {{ rate = 1, burst = 1 }} }}\n"
+        );
+        let errs = parse(&bad).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.starts_with("line 4,")
+                && e.contains("account.throttle.rate: expected 0..=1000000000, got -1")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|e| e.contains("throttle: needs burst")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("route_throttle: API a has no route \"GET /nope\"")),
+            "{text:?}"
         );
     }
 

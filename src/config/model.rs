@@ -14,6 +14,7 @@ use super::template::Template;
 pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
+    pub account: AccountConfig,
     pub apis: Vec<ApiConfig>,
 }
 
@@ -37,6 +38,34 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT/SIGQUIT: how long in-flight requests may take before what remains is
     /// closed.
     pub shutdown_timeout_ms: u64,
+}
+
+/// `[account]`: account-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// `[account.throttle]`; Amazon's account default (10,000 rps, 5,000 burst) when absent.
+    pub throttle: Throttle,
+    /// How often cores and the control thread reconcile throttle leases.
+    pub reconcile_tick_ms: u64,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        AccountConfig {
+            throttle: Throttle {
+                rate: crate::limits::ACCOUNT_RATE,
+                burst: crate::limits::ACCOUNT_BURST,
+            },
+            reconcile_tick_ms: crate::limits::RECONCILE_TICK_MS,
+        }
+    }
+}
+
+/// A token-bucket limit: `rate` tokens per second, `burst` bucket size. Zero throttles everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Throttle {
+    pub rate: u64,
+    pub burst: u64,
 }
 
 /// `[admin]`
@@ -116,4 +145,8 @@ pub struct StageConfig {
     pub name: String,
     /// Names `[A-Za-z0-9_]+`.
     pub variables: BTreeMap<String, String>,
+    /// `throttle`: the stage-wide limit, if any.
+    pub throttle: Option<Throttle>,
+    /// `route_throttle`: per-route limits, keyed by the route key as written in the route.
+    pub route_throttle: Vec<(String, Throttle)>,
 }
