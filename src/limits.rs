@@ -34,6 +34,13 @@ pub const CHUNK_LINE_BYTES_MAX: usize = 1024;
 pub const TRAILER_BYTES_MAX: usize = 8 * 1024;
 /// Read buffer per connection, in bytes; grows up to `HEADER_BYTES_MAX` for a head.
 pub const READ_BUF_BYTES: usize = 16 * 1024;
+/// Read buffer an idle client connection keeps (nginx's `client_header_buffer_size` is 1k too);
+/// a head that does not fit grows it, and it shrinks back before the next idle wait.
+pub const READ_BUF_IDLE_BYTES: usize = 1024;
+/// Output buffer capacity an idle client connection may keep; a larger one is freed.
+pub const OUT_BUF_IDLE_BYTES: usize = 4096;
+/// Read size while a request or response body streams through, in bytes.
+pub const BODY_READ_BYTES: usize = 64 * 1024;
 /// Responses a pipelining client may have outstanding before we stop reading its requests.
 pub const PIPELINE_DEPTH_MAX: usize = 64;
 /// Well-formed incoming `x-request-id` values longer than this are replaced.

@@ -347,10 +347,7 @@ async fn exchange_head(
         while !x.body.is_done() {
             req.clear();
             let by = ctx.timers.now() + x.client_read_timeout;
-            match down
-                .fill(&ctx.timers, by, x.head_limits.header_bytes_max)
-                .await
-            {
+            match down.fill_body(&ctx.timers, by).await {
                 Ok(_) => {}
                 Err(ReadError::Eof) => {
                     return Err(Stale::Fail(Failure::Abort(

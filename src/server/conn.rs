@@ -153,11 +153,15 @@ impl Conn {
                     Some(t) => t + Duration::from_millis(server.header_read_timeout_ms),
                 };
                 let was_empty = self.down.avail().is_empty();
-                // Waiting for a new request is an idle wait: a drain ends it at once.
+                // Waiting for a new request is an idle wait: a drain ends it at once, and it
+                // holds only small buffers.
                 let idle = head_started.is_none();
+                if idle {
+                    self.down.relax();
+                }
                 match self
                     .down
-                    .fill_with(&self.ctx.timers, deadline, idle, limits.header_bytes_max)
+                    .fill_head(&self.ctx.timers, deadline, idle, limits.header_bytes_max)
                     .await
                 {
                     Ok(_) => {
@@ -206,7 +210,11 @@ impl Conn {
                     api,
                     stage,
                     route,
-                } => self.proxy(x, slot, &snap, api, stage, route).await,
+                } => {
+                    // Boxed: the proxy's state machine is several times the size of the rest,
+                    // and only proxied requests should pay for it (idle connections stay small).
+                    Box::pin(self.proxy(x, slot, &snap, api, stage, route)).await
+                }
             };
             match after {
                 After::Keep => {}
@@ -342,11 +350,7 @@ impl Conn {
                 return Err(None);
             }
             let deadline = self.ctx.timers.now() + x.client_read_timeout;
-            match self
-                .down
-                .fill(&self.ctx.timers, deadline, x.head_limits.header_bytes_max)
-                .await
-            {
+            match self.down.fill_body(&self.ctx.timers, deadline).await {
                 Ok(_) => {}
                 Err(_) => return Err(None),
             }

@@ -3,6 +3,11 @@
 //! The read buffer holds unconsumed bytes in `rbuf[start..]`; heads are parsed in place there
 //! and bodies decoded in place. The write buffer `out` collects response bytes; pipelined
 //! responses accumulate in it and go out in one write.
+//!
+//! Memory: an idle keep-alive connection keeps a read buffer of `READ_BUF_IDLE_BYTES` (its
+//! pending read needs one) and an output buffer of at most `OUT_BUF_IDLE_BYTES`. Heads grow the
+//! read buffer on demand up to `header_bytes_max`; bodies read in `BODY_READ_BYTES` chunks;
+//! `relax` shrinks both back before the connection waits for its next request.
 
 use std::io;
 use std::time::Instant;
@@ -11,7 +16,7 @@ use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
-use crate::limits::READ_BUF_BYTES;
+use crate::limits::{BODY_READ_BYTES, OUT_BUF_IDLE_BYTES, READ_BUF_IDLE_BYTES};
 use crate::runtime::Timers;
 
 /// Why a read did not deliver bytes.
@@ -41,9 +46,9 @@ impl Downstream {
     pub fn new(stream: TcpStream) -> Self {
         Downstream {
             stream,
-            rbuf: Vec::with_capacity(READ_BUF_BYTES),
+            rbuf: Vec::with_capacity(READ_BUF_IDLE_BYTES),
             start: 0,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
         }
     }
 
@@ -68,31 +73,61 @@ impl Downstream {
         }
     }
 
-    /// Reads more bytes after `avail()`, growing the buffer up to `max_buffered` unconsumed bytes.
+    /// Reads more of a request head after `avail()`, growing the buffer (when full) up to
+    /// `head_max` bytes. `idle` marks a wait for a new request (a drain ends it: `Timeout`).
     /// Returns the number of new bytes (never 0: end of stream is `Eof`).
-    pub async fn fill(
-        &mut self,
-        timers: &Timers,
-        deadline: Instant,
-        max_buffered: usize,
-    ) -> Result<usize, ReadError> {
-        self.fill_with(timers, deadline, false, max_buffered).await
-    }
-
-    /// `fill`, where `idle` marks a wait for a new request (a drain ends it: `Timeout`).
-    pub async fn fill_with(
+    pub async fn fill_head(
         &mut self,
         timers: &Timers,
         deadline: Instant,
         idle: bool,
-        max_buffered: usize,
+        head_max: usize,
     ) -> Result<usize, ReadError> {
-        let mut buf = std::mem::take(&mut self.rbuf);
-        make_room(&mut buf, &mut self.start, max_buffered);
-        let res = read_append_with(timers, &self.stream, buf, deadline, idle).await;
-        let (res, buf) = res;
+        compact_front(&mut self.rbuf, &mut self.start);
+        if self.rbuf.len() == self.rbuf.capacity() {
+            let want = (self.rbuf.capacity() * 2)
+                .clamp(READ_BUF_IDLE_BYTES, head_max.max(READ_BUF_IDLE_BYTES));
+            self.rbuf
+                .reserve_exact(want.saturating_sub(self.rbuf.len()).max(1));
+        }
+        self.read(timers, deadline, idle).await
+    }
+
+    /// Reads more of a body after `avail()`, in chunks of up to `BODY_READ_BYTES`.
+    pub async fn fill_body(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
+        compact_front(&mut self.rbuf, &mut self.start);
+        if self.rbuf.capacity() - self.rbuf.len() < BODY_READ_BYTES / 2 {
+            self.rbuf.reserve_exact(BODY_READ_BYTES);
+        }
+        self.read(timers, deadline, false).await
+    }
+
+    async fn read(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+        idle: bool,
+    ) -> Result<usize, ReadError> {
+        let buf = std::mem::take(&mut self.rbuf);
+        let (res, buf) = read_append_with(timers, &self.stream, buf, deadline, idle).await;
         self.rbuf = buf;
         res
+    }
+
+    /// Gives back memory before an idle wait: buffers grown for a big head or a body shrink to
+    /// their idle sizes (only when empty, so nothing is lost).
+    pub fn relax(&mut self) {
+        if self.start == self.rbuf.len() && self.rbuf.capacity() > READ_BUF_IDLE_BYTES {
+            self.rbuf = Vec::with_capacity(READ_BUF_IDLE_BYTES);
+            self.start = 0;
+        }
+        if self.out.is_empty() && self.out.capacity() > OUT_BUF_IDLE_BYTES {
+            self.out = Vec::new();
+        }
     }
 
     /// Closes after an answer that left request bytes unread: writes `out`, shuts down our
@@ -112,7 +147,7 @@ impl Downstream {
         while discarded < LINGER_BYTES_MAX {
             self.rbuf.clear();
             self.start = 0;
-            match self.fill(timers, until, READ_BUF_BYTES).await {
+            match self.fill_body(timers, until).await {
                 Ok(n) => discarded += n,
                 Err(_) => return,
             }
@@ -132,16 +167,12 @@ impl Downstream {
     }
 }
 
-/// Compacts consumed bytes away and makes sure there is spare capacity to read into.
-fn make_room(buf: &mut Vec<u8>, start: &mut usize, max_buffered: usize) {
-    if *start > 0 && (*start == buf.len() || buf.capacity() - buf.len() < READ_BUF_BYTES / 4) {
+/// Moves unconsumed bytes to the front so the spare capacity is all at the end.
+fn compact_front(buf: &mut Vec<u8>, start: &mut usize) {
+    if *start > 0 {
         buf.copy_within(*start.., 0);
         buf.truncate(buf.len() - *start);
         *start = 0;
-    }
-    if buf.capacity() == buf.len() {
-        let want = (buf.capacity() * 2).clamp(READ_BUF_BYTES, max_buffered.max(READ_BUF_BYTES));
-        buf.reserve_exact(want.saturating_sub(buf.len()).max(1));
     }
 }
 
@@ -202,21 +233,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn make_room_compacts_and_grows() {
-        let mut buf = Vec::with_capacity(READ_BUF_BYTES);
-        buf.extend(std::iter::repeat_n(7u8, READ_BUF_BYTES));
-        let mut start = READ_BUF_BYTES - 10;
-        make_room(&mut buf, &mut start, 1 << 20);
-        assert_eq!(start, 0);
-        assert_eq!(buf.len(), 10);
-        assert!(buf.capacity() > buf.len());
-
-        let mut full = Vec::with_capacity(READ_BUF_BYTES);
-        full.extend(std::iter::repeat_n(1u8, READ_BUF_BYTES));
-        let mut s = 0;
-        make_room(&mut full, &mut s, 4 * READ_BUF_BYTES);
-        assert!(full.capacity() > READ_BUF_BYTES);
-        assert_eq!(full.len(), READ_BUF_BYTES);
+    fn compact_front_keeps_the_unconsumed_tail() {
+        let mut buf = b"consumed|rest".to_vec();
+        let mut start = 9;
+        compact_front(&mut buf, &mut start);
+        assert_eq!((buf.as_slice(), start), (&b"rest"[..], 0));
     }
 
     #[test]
