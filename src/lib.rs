@@ -13,5 +13,6 @@ pub mod limits;
 pub mod net;
 pub mod router;
 pub mod runtime;
+pub mod scan;
 pub mod server;
 pub mod telemetry;

@@ -74,6 +74,59 @@ pub struct MockResponse {
     /// Lower-case names; values rendered per request.
     pub headers: Vec<(Box<[u8]>, Rendered)>,
     pub body: Rendered,
+    /// When nothing above depends on the request: the status line, the headers and the
+    /// `content-length`, encoded once here instead of per request.
+    pub head_static: Option<Box<[u8]>>,
+}
+
+impl MockResponse {
+    pub fn new(status: u16, headers: Vec<(Box<[u8]>, Rendered)>, body: Rendered) -> Self {
+        let mut m = MockResponse {
+            status,
+            headers,
+            body,
+            head_static: None,
+        };
+        m.head_static = m.encode_static_head();
+        m
+    }
+
+    /// No body on the wire whatever the config says (RFC 9110 §6.4.1).
+    pub fn bodiless(&self) -> bool {
+        self.status == 204 || self.status == 304 || (100..200).contains(&self.status)
+    }
+
+    /// Headers the gateway writes itself; configured ones with these names are ignored.
+    pub fn is_managed(name: &[u8]) -> bool {
+        [
+            &b"content-length"[..],
+            b"transfer-encoding",
+            b"connection",
+            b"date",
+            b"x-request-id",
+        ]
+        .iter()
+        .any(|m| name.eq_ignore_ascii_case(m))
+    }
+
+    fn encode_static_head(&self) -> Option<Box<[u8]>> {
+        let mut out = Vec::new();
+        crate::http1::encode::status_line(&mut out, self.status);
+        for (name, value) in &self.headers {
+            if Self::is_managed(name) {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_static()?);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !self.bodiless() {
+            let len = self.body.as_static()?.len();
+            crate::http1::encode::header_u64(&mut out, b"content-length", len as u64);
+        }
+        Some(out.into())
+    }
 }
 
 /// An `http_proxy` integration's backend for one stage.
@@ -198,11 +251,9 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                             }
                         }
                         match resolve(body, &stage.variables, &names) {
-                            Ok(body) => Some(CompiledIntegration::Mock(MockResponse {
-                                status: *status,
-                                headers: hs,
-                                body,
-                            })),
+                            Ok(body) => Some(CompiledIntegration::Mock(MockResponse::new(
+                                *status, hs, body,
+                            ))),
                             Err(e) => {
                                 errors.push(whole(format!("{where_}: body: {e}")));
                                 None

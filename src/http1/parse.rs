@@ -334,7 +334,7 @@ pub fn host_without_port(host: &str) -> &str {
             None => host,
         }
     } else {
-        match memchr::memchr(b':', host.as_bytes()) {
+        match crate::scan::find(b':', host.as_bytes()) {
             Some(colon) => &host[..colon],
             None => host,
         }
@@ -578,7 +578,7 @@ fn split_target<'b>(method: &str, target: &'b str) -> Result<TargetParts<'b>, He
     if !target.is_ascii() {
         return Err(HeadError::Bad("non-ASCII request-target"));
     }
-    if memchr::memchr(b'#', target.as_bytes()).is_some() {
+    if crate::scan::find(b'#', target.as_bytes()).is_some() {
         return Err(HeadError::Bad("fragment in request-target"));
     }
     if target.starts_with('/') {
@@ -631,7 +631,7 @@ fn absolute_form(target: &str) -> Result<TargetParts<'_>, HeadError> {
 fn split_query(s: &str) -> (&str, Option<&str>) {
     // memchr rather than `split_once('?')`: this runs on every request (a profile showed the
     // char searcher).
-    match memchr::memchr(b'?', s.as_bytes()) {
+    match crate::scan::find(b'?', s.as_bytes()) {
         // '?' is ASCII, so both sides are on char boundaries.
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
@@ -640,12 +640,11 @@ fn split_query(s: &str) -> (&str, Option<&str>) {
 
 /// httparse accepts a bare LF as a line ending; requests must use CRLF.
 fn require_crlf(head: &[u8]) -> Result<(), HeadError> {
-    for i in memchr::memchr_iter(b'\n', head) {
-        if i == 0 || head[i - 1] != b'\r' {
-            return Err(HeadError::Bad("bare LF line ending"));
-        }
+    if crate::scan::all_lf_after_cr(head) {
+        Ok(())
+    } else {
+        Err(HeadError::Bad("bare LF line ending"))
     }
-    Ok(())
 }
 
 /// The head did not complete within the limit: 414 when not even the request line did.

@@ -42,7 +42,9 @@
 //! with a `{param}` next to a literal at every depth make backtracking visit many nodes.
 
 use ahash::AHashMap;
-use memchr::{memchr, memchr_iter};
+use memchr::memchr_iter;
+
+use crate::scan::find;
 
 use super::{Method, RouteKey, Segment};
 use crate::limits::PATH_PARAMS_MAX;
@@ -277,7 +279,7 @@ impl HostGroup {
         let mut best = None;
         let mut start = 1; // Invariant: `path` starts with '/'.
         for _ in 0..self.base_depth_max {
-            let end = memchr(b'/', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+            let end = find(b'/', &bytes[start..]).map_or(bytes.len(), |i| start + i);
             if let Some(&api) = self.by_base.get(&path[1..end]) {
                 best = Some((api, end));
             }
@@ -449,7 +451,7 @@ impl CompiledApi {
             // Invariant: `path[base_end]` is '/' here (base paths end at a segment boundary).
             let seg_start = base_end + 1;
             let rest = &path.as_bytes()[seg_start..];
-            let seg_end = memchr(b'/', rest).map_or(path.len(), |i| seg_start + i);
+            let seg_end = find(b'/', rest).map_or(path.len(), |i| seg_start + i);
             if let Some(&stage) = self.stages.get(&path[seg_start..seg_end]) {
                 return Some((stage, seg_end));
             }
@@ -473,7 +475,7 @@ impl CompiledApi {
             return n.route(slots);
         };
         let rest = &path[start..];
-        let (seg, after) = match memchr(b'/', rest.as_bytes()) {
+        let (seg, after) = match find(b'/', rest.as_bytes()) {
             Some(i) => (&rest[..i], Some(start + i + 1)),
             None => (rest, None),
         };
