@@ -809,6 +809,32 @@ fn upgrade_scenario(strict: bool) {
     drop(b);
 }
 
+/// The upgrade with the admin listener on a fixed port, as in production: the new process must
+/// be able to start while the old one still holds that port, and take it over.
+#[test]
+#[ignore = "BUG: the admin listener is bound without SO_REUSEPORT, so the new process of an \
+            upgrade exits with `cannot listen on admin address ...: Address already in use`"]
+fn zero_downtime_upgrade_with_a_fixed_admin_port() {
+    let free_port = || {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (port, admin_port) = (free_port(), free_port());
+    let config = |body: &str| {
+        fixed_port_config(port, body).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin_port}\""),
+        )
+    };
+    let mut a = Gateway::start(&config("A"));
+    assert_eq!(a.admin.port(), admin_port);
+    let b = Gateway::start(&config("B"));
+    a.signal(libc::SIGQUIT);
+    assert_exits_zero(&mut a, IO_TIMEOUT);
+    assert_eq!(b.request(&get("/who")).text(), "B");
+    assert_eq!(b.admin_request("GET", "/healthz", &[]).status, 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The unit files
 
@@ -827,17 +853,14 @@ fn systemd_analyze() -> Option<&'static str> {
     ok.then_some("systemd-analyze")
 }
 
-/// A copy of a unit file in a fresh dir with ExecStart= pointing at the built binary (verify
-/// insists that the binary exists), named `name`.
+/// A copy of a unit file in a fresh dir with ExecStart= and ExecReload= pointing at the built
+/// binary (verify insists that the binary exists), named `name`.
 fn unit_copy(file: &str, name: &str) -> PathBuf {
     let text = std::fs::read_to_string(systemd_dir().join(file)).expect("read unit");
     assert!(text.contains(
         "ExecStart=/usr/local/bin/tollgate serve --config /etc/tollgate/tollgate.toml\n"
     ));
-    let text = text.replace(
-        "ExecStart=/usr/local/bin/tollgate ",
-        &format!("ExecStart={} ", bin()),
-    );
+    let text = text.replace("=/usr/local/bin/tollgate ", &format!("={} ", bin()));
     let dir = std::env::temp_dir().join(format!(
         "tollgate-unit-{}-{}",
         std::process::id(),
@@ -1059,7 +1082,13 @@ fn unit_settings_match_the_gateway() {
     };
     assert_eq!(one("Type"), "notify");
     assert_eq!(one("NotifyAccess"), "main");
-    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
+    assert_eq!(
+        unit_values(&unit, "ExecReload"),
+        [
+            "/usr/local/bin/tollgate validate /etc/tollgate/tollgate.toml",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
     assert_eq!(one("KillSignal"), "SIGTERM");
     assert_eq!(one("Restart"), "on-failure");
     let secs = |v: String| -> u64 {
