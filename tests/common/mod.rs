@@ -87,6 +87,13 @@ impl Gateway {
 
     /// Starts the gateway with `--cores N` (`None`: the config's or every CPU).
     pub fn start_cores(config_toml: &str, cores: Option<usize>) -> Gateway {
+        Self::start_env(config_toml, cores, &[])
+    }
+
+    /// As `start_cores`, with extra environment variables (e.g. `NOTIFY_SOCKET`). The systemd
+    /// variables the test process may have inherited are removed first, so that only a test
+    /// that asks for them gets them.
+    pub fn start_env(config_toml: &str, cores: Option<usize>, env: &[(&str, &str)]) -> Gateway {
         let dir = unique_dir("gw");
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config_toml).expect("write config");
@@ -95,6 +102,10 @@ impl Gateway {
         if let Some(n) = cores {
             cmd.arg("--cores").arg(n.to_string());
         }
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -226,6 +237,29 @@ impl Gateway {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGQUIT`...) to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.pid).expect("a pid fits in pid_t");
+        // SAFETY: kill(2) takes plain integers; the pid is our own child, not yet reaped (the
+        // Child is only waited for by `wait_exit` and drop), so it cannot name another process.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -426,6 +460,18 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let _ = stream.set_nodelay(true);
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Wraps a stream the test connected itself (to see connect errors instead of panicking),
+    /// with the same timeouts as `connect`.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
         let _ = stream.set_nodelay(true);
