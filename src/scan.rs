@@ -23,7 +23,9 @@ pub fn all_lf_after_cr(head: &[u8]) -> bool {
     }
     // Branch-free over pairs so the compiler vectorizes it: a few instructions per 32 bytes,
     // where an early-exit loop costs several per byte.
-    let bad = head.windows(2).fold(false, |bad, w| bad | ((w[1] == b'\n') & (w[0] != b'\r')));
+    let bad = head
+        .windows(2)
+        .fold(false, |bad, w| bad | ((w[1] == b'\n') & (w[0] != b'\r')));
     !bad
 }
 

@@ -466,8 +466,6 @@ fn sigterm_drains_a_slow_in_flight_request() {
 /// As above, and the slow answer says `connection: close` (the drain began before its head
 /// was written, so the gateway knows it will close).
 #[test]
-#[ignore = "BUG: a response whose request was read before the drain began lacks `connection: close` \
-            (keep_alive is decided when the request starts, src/server/conn.rs)"]
 fn sigterm_drain_answers_in_flight_requests_with_connection_close() {
     drain_scenario(true);
 }
@@ -725,9 +723,6 @@ fn zero_downtime_upgrade_refuses_no_connection() {
 
 /// As above, and no request is lost at all: no reset, no early close, no error status.
 #[test]
-#[ignore = "BUG: intermittent (about 1 run in 4): at drain start the old process closes \
-            connections it has accepted but not yet read a request from, with the request \
-            unread, so the client gets a reset (nstat: TcpExtTCPAbortOnClose)"]
 fn zero_downtime_upgrade_loses_no_request() {
     upgrade_scenario(true);
 }
@@ -812,8 +807,6 @@ fn upgrade_scenario(strict: bool) {
 /// The upgrade with the admin listener on a fixed port, as in production: the new process must
 /// be able to start while the old one still holds that port, and take it over.
 #[test]
-#[ignore = "BUG: the admin listener is bound without SO_REUSEPORT, so the new process of an \
-            upgrade exits with `cannot listen on admin address ...: Address already in use`"]
 fn zero_downtime_upgrade_with_a_fixed_admin_port() {
     let free_port = || {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -405,6 +405,9 @@ async fn exchange_head(
                     )));
                 }
                 Ok(Some(h)) => {
+                    // A drain that began while the backend worked still gets its
+                    // `connection: close` on this response.
+                    x.keep_alive &= !ctx.draining();
                     let resp = RespHead {
                         status: h.status,
                         framing: h.framing,

@@ -118,8 +118,11 @@ enum BodyPlan {
 impl Conn {
     async fn run(&mut self) {
         let mut head_started: Option<Instant> = None;
+        // A connection accepted just before a drain began gets its first request served: the
+        // client has already sent it (or is about to), and closing it unread would reset it.
+        let mut served = 0u64;
         loop {
-            if self.ctx.draining() && self.down.avail().is_empty() {
+            if self.ctx.draining() && self.down.avail().is_empty() && served > 0 {
                 let _ = self.down.flush().await;
                 return;
             }
@@ -155,7 +158,7 @@ impl Conn {
                 let was_empty = self.down.avail().is_empty();
                 // Waiting for a new request is an idle wait: a drain ends it at once, and it
                 // holds only small buffers.
-                let idle = head_started.is_none();
+                let idle = head_started.is_none() && served > 0;
                 if idle {
                     self.down.relax();
                 }
@@ -216,6 +219,7 @@ impl Conn {
                     Box::pin(self.proxy(x, slot, &snap, api, stage, route)).await
                 }
             };
+            served += 1;
             match after {
                 After::Keep => {}
                 After::Close => {

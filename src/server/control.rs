@@ -107,9 +107,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         .max(1);
     let bound = bind_listeners(&server.listen, cores, server.backlog)
         .map_err(|e| StartError(e.to_string()))?;
+    // SO_REUSEPORT here too: during a zero-downtime upgrade the new process binds the admin
+    // port while the old one still holds it.
     let admin_listener = match snap.config.admin.listen {
         Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
+            crate::net::bind_reuseport(addr, 128)
                 .map_err(|e| StartError(format!("cannot listen on admin address {addr}: {e}")))?,
         ),
         None => None,

@@ -189,6 +189,10 @@ pub fn run_core(start: CoreStart) {
                 core: id,
                 error: format!("io_uring runtime: {e}"),
             });
+            let _ = tx.send(FromCore::Stopped {
+                core: id,
+                abandoned: 0,
+            });
             return;
         }
     };
@@ -197,12 +201,17 @@ pub fn run_core(start: CoreStart) {
         let mut accepting = Vec::new();
         for l in listeners {
             let addr = l.local_addr().ok();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
             match compio::net::TcpListener::from_std(l) {
-                Ok(l) => accepting.push(compio::runtime::spawn(accept_loop(ctx.clone(), l))),
+                Ok(l) => accepting.push((fd, compio::runtime::spawn(accept_loop(ctx.clone(), l)))),
                 Err(e) => {
                     let _ = tx.send(FromCore::Failed {
                         core: id,
                         error: format!("listener {addr:?}: {e}"),
+                    });
+                    let _ = tx.send(FromCore::Stopped {
+                        core: id,
+                        abandoned: 0,
                     });
                     return;
                 }
@@ -210,7 +219,7 @@ pub fn run_core(start: CoreStart) {
         }
         let _ = tx.send(FromCore::Ready { core: id });
         log_debug!(&format!("core {id}"), "serving on cpu {cpu:?}");
-        let abandoned = tick_loop(&ctx, &rx, &tx, &mut accepting).await;
+        let abandoned = tick_loop(&ctx, &rx, &tx, &accepting).await;
         if abandoned > 0 {
             log_warn!(
                 &format!("core {id}"),
@@ -231,7 +240,7 @@ async fn tick_loop(
     ctx: &Rc<CoreCtx>,
     rx: &Receiver<ToCore>,
     tx: &Sender<FromCore>,
-    accepting: &mut Vec<compio::runtime::JoinHandle<()>>,
+    accepting: &[(std::os::fd::RawFd, compio::runtime::JoinHandle<()>)],
 ) -> usize {
     let tick = Duration::from_millis(CORE_TICK_MS);
     let mut last_sweep = Instant::now();
@@ -269,10 +278,18 @@ async fn tick_loop(
                     let _ = reply.send(ctx.metrics.borrow().shard());
                 }
                 ToCore::Drain { deadline } => {
-                    // Dropping the accept tasks cancels them and closes this core's listening
-                    // sockets (with net.ipv4.tcp_migrate_req=1 the kernel moves connections
-                    // waiting in their queues to the sockets that remain, e.g. a new process's).
-                    accepting.clear();
+                    // shutdown() takes each listening socket out of its SO_REUSEPORT group at
+                    // once (new connections go to the sockets that remain, e.g. a new
+                    // process's) and, with net.ipv4.tcp_migrate_req=1, moves the connections
+                    // waiting in its queue there too. Dropping the accept task instead would
+                    // also discard connections the kernel already accepted for us (completions
+                    // not yet read), resetting them; this way the accept loop serves those and
+                    // ends on its own when the socket reports the shutdown.
+                    for (fd, _) in accepting.iter() {
+                        // SAFETY: `fd` is a listening socket owned by a live accept task (its
+                        // handle is in `accepting`, so the socket is not closed yet).
+                        unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+                    }
                     ctx.timers.drain();
                     drain_deadline = Some(deadline);
                 }
@@ -294,6 +311,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
                 })
                 .detach();
             }
+            Err(_) if ctx.draining() => return,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.
                 log_warn!(&whence, "accept failed: {e}");
@@ -301,7 +319,9 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
             }
         }
     }
-    log_error!(&whence, "listener stopped accepting");
+    if !ctx.draining() {
+        log_error!(&whence, "listener stopped accepting");
+    }
 }
 
 #[cfg(test)]
