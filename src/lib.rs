@@ -15,3 +15,4 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod websocket;
