@@ -74,7 +74,9 @@ fn serve(mut sock: TcpStream) -> io::Result<()> {
 }
 
 fn refuse(sock: &mut TcpStream, status: u16, header: Option<(&str, &str)>) -> io::Result<()> {
-    let extra = header.map(|(n, v)| format!("{n}: {v}\r\n")).unwrap_or_default();
+    let extra = header
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .unwrap_or_default();
     write!(
         sock,
         "HTTP/1.1 {status} Refused\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
