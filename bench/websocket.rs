@@ -123,4 +123,4 @@ criterion_main!(benches);
 //                              unmask, UTF-8, event), of which copy_only 5.5 ns restores the input
 //   route_key_197B             select_streaming 565 ns   serde_json_value 1.48 µs
 //
-// The naive loop is not vectorised by LLVM (the `i % 4` key index defeats it); the u64 loop is.
+// The byte loop runs at about a byte per cycle; eight bytes per XOR is 4-6x that from 1 KiB up.
