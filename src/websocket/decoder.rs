@@ -112,7 +112,7 @@ pub enum CloseState {
     Closed,
 }
 
-/// One connection's inbound protocol state: 104 bytes plus the assembly buffer.
+/// One connection's inbound protocol state: 88 bytes plus the assembly buffer.
 #[derive(Debug)]
 pub struct Decoder {
     limits: DecoderLimits,
