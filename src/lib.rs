@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod scan;
 pub mod server;
 pub mod telemetry;
+pub mod websocket;

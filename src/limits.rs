@@ -57,3 +57,9 @@ pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
 pub const CORE_TICK_MS: u64 = 5;
 /// Size of a config file we agree to read, in bytes.
 pub const CONFIG_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Payload of one inbound WebSocket frame, in bytes (close 1009). Amazon API Gateway's is 32 KB.
+/// The read buffer must be able to hold one whole frame plus its header (14 bytes).
+pub const WS_FRAME_BYTES_MAX: usize = 32 * 1024;
+/// Payload of one inbound WebSocket message, all its fragments together, in bytes (close 1009).
+/// Amazon API Gateway's is 128 KB.
+pub const WS_MESSAGE_BYTES_MAX: usize = 128 * 1024;
