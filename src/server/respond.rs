@@ -60,10 +60,24 @@ pub fn common_headers(out: &mut Vec<u8>, meta: &Meta<'_>) {
 
 /// A complete JSON error response.
 pub fn error(out: &mut Vec<u8>, kind: ErrorKind, meta: &Meta<'_>, is_head: bool) {
+    error_with(out, kind, meta, is_head, None);
+}
+
+/// `error`, with `Retry-After: secs` when given (429).
+pub fn error_with(
+    out: &mut Vec<u8>,
+    kind: ErrorKind,
+    meta: &Meta<'_>,
+    is_head: bool,
+    retry_after_s: Option<u64>,
+) {
     let body = kind.body();
     encode::status_line(out, kind.status());
     encode::header(out, b"content-type", b"application/json");
     encode::header_u64(out, b"content-length", body.len() as u64);
+    if let Some(s) = retry_after_s {
+        encode::header_u64(out, b"retry-after", s);
+    }
     common_headers(out, meta);
     encode::end_head(out);
     if !is_head {

@@ -49,7 +49,12 @@ struct Series {
     labels: Arc<str>,
     /// By exact status code; a handful per route, so a linear scan beats a map.
     statuses: Vec<(u16, u64)>,
+    /// Requests refused with 429, by the scope of the limit that refused (`THROTTLE_SCOPES`).
+    throttled: [u64; 3],
 }
+
+/// Label values of `tollgate_throttled_total`'s `scope`, indexed as `record_throttled` takes them.
+pub const THROTTLE_SCOPES: [&str; 3] = ["account", "stage", "route"];
 
 /// One core's metrics. Not `Sync`; lives in the core's context.
 #[derive(Debug)]
@@ -90,6 +95,7 @@ impl CoreMetrics {
         self.series.push(Series {
             labels: labels.clone(),
             statuses: Vec::new(),
+            throttled: [0; 3],
         });
         self.index.insert(labels.clone(), i);
         i
@@ -108,6 +114,15 @@ impl CoreMetrics {
         self.duration_sum_us = self.duration_sum_us.saturating_add(elapsed_us);
     }
 
+    /// Counts a 429 by the scope (index into `THROTTLE_SCOPES`) of the limit that refused it.
+    pub fn record_throttled(&mut self, slot: u32, scope: usize) {
+        if let Some(s) = self.series.get_mut(slot as usize)
+            && let Some(n) = s.throttled.get_mut(scope)
+        {
+            *n += 1;
+        }
+    }
+
     pub fn connection_opened(&mut self) {
         self.connections_open += 1;
         self.connections_total += 1;
@@ -124,6 +139,12 @@ impl CoreMetrics {
                 .series
                 .iter()
                 .map(|s| (s.labels.clone(), s.statuses.clone()))
+                .collect(),
+            throttled: self
+                .series
+                .iter()
+                .filter(|s| s.throttled.iter().any(|&n| n > 0))
+                .map(|s| (s.labels.clone(), s.throttled))
                 .collect(),
             duration_us: self.duration_us.clone(),
             duration_sum_us: self.duration_sum_us,
@@ -146,6 +167,7 @@ type SeriesCounts = (Arc<str>, Vec<(u16, u64)>);
 #[derive(Debug, Clone)]
 pub struct MetricsShard {
     series: Vec<SeriesCounts>,
+    throttled: Vec<(Arc<str>, [u64; 3])>,
     duration_us: Histogram<u64>,
     duration_sum_us: u64,
     connections_open: u64,
@@ -181,6 +203,18 @@ pub fn render(shards: &[MetricsShard]) -> String {
     }
     let mut rows: Vec<_> = totals.into_iter().collect();
     rows.sort_unstable();
+    let mut throttled: AHashMap<(&str, usize), u64> = AHashMap::new();
+    for sh in shards {
+        for (labels, by_scope) in &sh.throttled {
+            for (scope, &n) in by_scope.iter().enumerate() {
+                if n > 0 {
+                    *throttled.entry((labels, scope)).or_default() += n;
+                }
+            }
+        }
+    }
+    let mut throttled: Vec<_> = throttled.into_iter().collect();
+    throttled.sort_unstable();
 
     let mut out = String::with_capacity(256 + rows.len() * 96);
     out.push_str(
@@ -191,6 +225,15 @@ pub fn render(shards: &[MetricsShard]) -> String {
         let _ = writeln!(
             out,
             "tollgate_requests_total{{{labels},status=\"{status}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP tollgate_throttled_total Requests refused with 429, by the scope of the limit that refused them.\n");
+    out.push_str("# TYPE tollgate_throttled_total counter\n");
+    for ((labels, scope), n) in &throttled {
+        let _ = writeln!(
+            out,
+            "tollgate_throttled_total{{{labels},scope=\"{}\"}} {n}",
+            THROTTLE_SCOPES[*scope]
         );
     }
     out.push_str("# HELP tollgate_request_duration_seconds Time from a complete request head to the last response byte written.\n");
@@ -266,6 +309,21 @@ mod tests {
             text.contains("tollgate_request_duration_seconds_sum 2.00313\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn throttled_counts_merge_by_scope() {
+        let l = route_labels("shop", "prod", "GET /x");
+        let mut c0 = CoreMetrics::new();
+        let mut c1 = CoreMetrics::new();
+        let (s0, s1) = (c0.slot(&l), c1.slot(&l));
+        c0.record_throttled(s0, 0);
+        c1.record_throttled(s1, 0);
+        c1.record_throttled(s1, 2);
+        let text = render(&[c0.shard(), c1.shard()]);
+        assert!(text.contains("tollgate_throttled_total{api=\"shop\",stage=\"prod\",route=\"GET /x\",scope=\"account\"} 2\n"), "{text}");
+        assert!(text.contains("scope=\"route\"} 1\n"));
+        assert!(!text.contains("scope=\"stage\""));
     }
 
     #[test]
