@@ -28,6 +28,7 @@ use crate::router::Params;
 use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
 
 use super::core::{CoreCtx, CoreSnapshot};
+use super::decide::{Decision, RequestView, RouteRef, decide};
 use super::downstream::{Downstream, ReadError};
 use super::respond::{self, CONTINUE, Meta, RequestId};
 
@@ -72,9 +73,7 @@ enum Plan {
         x: Exchange,
         slot: u32,
         snap: Rc<CoreSnapshot>,
-        api: usize,
-        stage: usize,
-        route: usize,
+        route: RouteRef,
     },
     /// The head was refused; the error response is in `out`; close after writing.
     Refuse {
@@ -210,13 +209,11 @@ impl Conn {
                     x,
                     slot,
                     snap,
-                    api,
-                    stage,
                     route,
                 } => {
                     // Boxed: the proxy's state machine is several times the size of the rest,
                     // and only proxied requests should pay for it (idle connections stay small).
-                    Box::pin(self.proxy(x, slot, &snap, api, stage, route)).await
+                    Box::pin(self.proxy(x, slot, &snap, route)).await
                 }
             };
             served += 1;
@@ -366,13 +363,9 @@ impl Conn {
         mut x: Exchange,
         slot: u32,
         snap: &Rc<CoreSnapshot>,
-        api: usize,
-        stage: usize,
-        route: usize,
+        route: RouteRef,
     ) -> After {
-        let CompiledIntegration::HttpProxy(target) =
-            &snap.snap.apis[api].stages[stage].routes[route].integration
-        else {
+        let CompiledIntegration::HttpProxy(target) = &route.compiled(snap).integration else {
             // plan_head only makes Proxy plans for proxy routes.
             unreachable!("proxy plan for a non-proxy route")
         };
@@ -395,11 +388,7 @@ impl Conn {
                         "proxy",
                         "{} {}: {why}{}",
                         kind.status(),
-                        request_label(
-                            &snap.snap.apis[api].name,
-                            &snap.snap.apis[api].stages[stage].name,
-                            &snap.snap.apis[api].stages[stage].routes[route].key
-                        ),
+                        route.describe(snap),
                         suppressed(dropped)
                     );
                 }
@@ -474,10 +463,6 @@ fn suppressed(n: u64) -> String {
     }
 }
 
-fn request_label(api: &str, stage: &str, route: &str) -> String {
-    format!("api {api} stage {stage} route {route}")
-}
-
 fn new_request_id(ctx: &CoreCtx, incoming: Option<&[u8]>) -> RequestId {
     match incoming {
         Some(v) if request_id::is_well_formed(v) => RequestId::new(v),
@@ -535,56 +520,58 @@ fn plan_head(
     let head_len = head.head_len;
     let resp_start = out.len();
 
-    let host = head.host.map(http1::host_without_port).unwrap_or("");
-    params.clear();
-    let Some(m) = snap.snap.router.find(host, head.method, head.path, params) else {
-        let slot = snap.slots[snap.snap.unmatched_metric_id()];
-        return local_error(ctx, x, ErrorKind::NotFound, slot, avail, head_len, out);
+    let view = RequestView {
+        method: head.method,
+        path: head.path,
+        host: head.host.map(http1::host_without_port).unwrap_or(""),
+        content_length: match head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
     };
-    let route = &snap.snap.apis[m.api].stages[m.stage].routes[m.route];
-    let slot = snap.slots[route.metric_id];
-    x.body_limit = route.body_bytes_max;
-    if let Framing::Length(n) = head.framing
-        && n > route.body_bytes_max
-    {
-        return local_error(
-            ctx,
-            x,
-            ErrorKind::PayloadTooLarge,
+    match decide(ctx, snap, &view, params) {
+        Decision::Refuse {
+            kind,
             slot,
-            avail,
-            head_len,
-            out,
-        );
-    }
-
-    match &route.integration {
-        CompiledIntegration::Mock(m) => {
+            retry_after_s,
+            ..
+        } => local_error(ctx, x, kind, slot, retry_after_s, avail, head_len, out),
+        Decision::Mock {
+            slot,
+            mock,
+            body_limit,
+            ..
+        } => {
+            x.body_limit = body_limit;
             let meta = Meta {
                 date: &date,
                 request_id: &x.request_id,
                 keep_alive: x.keep_alive,
                 http10,
             };
-            respond::mock(out, m, head.path, params, &meta, is_head);
+            respond::mock(out, mock, head.path, params, &meta, is_head);
             Plan::Respond {
-                status: m.status,
+                status: mock.status,
                 slot,
                 resp_start,
                 body: BodyPlan::Drain,
                 x,
             }
         }
-        CompiledIntegration::HttpProxy(target) => {
+        Decision::Proxy {
+            slot,
+            route,
+            target,
+            body_limit,
+        } => {
+            x.body_limit = body_limit;
             req.clear();
             http_proxy::render_request(req, head, target, params, peer, &x.request_id);
             Plan::Proxy {
                 x,
                 slot,
                 snap: snap.clone(),
-                api: m.api,
-                stage: m.stage,
-                route: m.route,
+                route,
             }
         }
     }
@@ -592,11 +579,13 @@ fn plan_head(
 
 /// An error answered without reading a body the client may still send: the connection stays
 /// open only when the whole body is already buffered (it is skipped) or there is none.
+#[allow(clippy::too_many_arguments)]
 fn local_error(
     ctx: &CoreCtx,
     mut x: Exchange,
     kind: ErrorKind,
     slot: u32,
+    retry_after_s: Option<u64>,
     avail: &[u8],
     head_len: usize,
     out: &mut Vec<u8>,
@@ -615,7 +604,7 @@ fn local_error(
         keep_alive: x.keep_alive,
         http10: x.http10,
     };
-    respond::error(out, kind, &meta, x.is_head);
+    respond::error_with(out, kind, &meta, x.is_head, retry_after_s);
     // The body (if any, and if it fits) is drained from the buffer without I/O.
     let body = if x.keep_alive {
         BodyPlan::Drain

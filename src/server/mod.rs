@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod control;
 pub mod core;
+pub mod decide;
 pub mod downstream;
 pub mod notify;
 pub mod respond;
