@@ -312,8 +312,8 @@ impl Control {
                     Err(_) => {}
                 },
                 recv(self.report_rx) -> r => {
-                    if let Ok(FromCore::Failed { core, error }) = r {
-                        log_error!("control", "core {core}: {error}");
+                    if let Ok(r) = r {
+                        self.on_core_report(r);
                     }
                 }
                 recv(watchdog_tick) -> _ => {
@@ -328,6 +328,14 @@ impl Control {
                     self.notifier.status(&line);
                 }
             }
+        }
+    }
+
+    /// A message from a core outside of start-up and shutdown.
+    fn on_core_report(&mut self, r: FromCore) {
+        match r {
+            FromCore::Failed { core, error } => log_error!("control", "core {core}: {error}"),
+            FromCore::Ready { .. } | FromCore::Swapped { .. } | FromCore::Stopped { .. } => {}
         }
     }
 
@@ -377,7 +385,8 @@ impl Control {
         while swapped < self.core_tx.len() {
             match self.report_rx.recv_deadline(until) {
                 Ok(FromCore::Swapped { generation: g, .. }) if g == generation => swapped += 1,
-                Ok(_) => {}
+                // Everything else is handled as usual: a reload must not eat other reports.
+                Ok(r) => self.on_core_report(r),
                 Err(_) => {
                     log_warn!(
                         "control",
