@@ -11,6 +11,7 @@ pub mod http1;
 pub mod integration;
 pub mod limits;
 pub mod net;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod scan;
