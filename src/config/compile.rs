@@ -5,11 +5,12 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
+use crate::ratelimit::{Limit, LimitId, LimitTable, Nanos, Reconciler};
 use crate::router::{ApiSpec, Params, Router};
 use crate::telemetry::metrics::route_labels;
 
 use super::template::{Part, Template};
-use super::{Config, ConfigError, IntegrationConfig, ServerConfig};
+use super::{Config, ConfigError, IntegrationConfig, ServerConfig, Throttle};
 
 /// What every core serves from. Swapped whole on reload; never mutated.
 #[derive(Debug)]
@@ -24,11 +25,44 @@ pub struct Snapshot {
     pub route_labels: Vec<Arc<str>>,
     /// Increases by one per successful reload.
     pub generation: u64,
+    /// Limit generations for the cores' limiter shards; filled by `attach_limits`.
+    pub limit_table: LimitTable,
 }
 
 impl Snapshot {
     pub fn server(&self) -> &ServerConfig {
         &self.config.server
+    }
+
+    /// Registers every throttle of the snapshot with the control thread's reconciler (limits
+    /// that did not change keep their buckets) and fills in the ids and table the cores use.
+    pub fn attach_limits(&mut self, reconciler: &mut Reconciler, now: Nanos) {
+        let mut limits: Vec<(String, Limit)> = Vec::new();
+        for route in self
+            .apis
+            .iter()
+            .flat_map(|a| &a.stages)
+            .flat_map(|s| &s.routes)
+        {
+            for (key, t, _) in &route.throttles {
+                limits.push((key.clone(), Limit::per_second(t.rate, t.burst)));
+            }
+        }
+        limits.sort_by(|a, b| a.0.cmp(&b.0));
+        limits.dedup_by(|a, b| a.0 == b.0);
+        self.limit_table = reconciler.set_limits(limits, now);
+        for api in &mut self.apis {
+            for stage in &mut api.stages {
+                for route in &mut stage.routes {
+                    // Every key was just registered, so `id` finds it.
+                    route.limit_ids = route
+                        .throttles
+                        .iter()
+                        .filter_map(|(k, _, _)| reconciler.id(k))
+                        .collect();
+                }
+            }
+        }
     }
 
     /// The metric id for requests no route matched.
@@ -59,6 +93,11 @@ pub struct CompiledRoute {
     pub body_bytes_max: u64,
     pub metric_id: usize,
     pub integration: CompiledIntegration,
+    /// The throttles that apply, in checking order (account, stage, route): limiter key, limit
+    /// and scope (index into `metrics::THROTTLE_SCOPES`).
+    pub throttles: Vec<(String, Throttle, u8)>,
+    /// `throttles`' ids in the control thread's reconciler; filled by `attach_limits`.
+    pub limit_ids: Vec<LimitId>,
 }
 
 #[derive(Debug)]
@@ -274,11 +313,28 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                     continue;
                 };
                 route_labels.push(route_labels_for(&api.name, &stage.name, &route.key_text));
+                let mut throttles = vec![("account".to_string(), config.account.throttle, 0u8)];
+                if let Some(t) = stage.throttle {
+                    throttles.push((format!("stage:{}/{}", api.name, stage.name), t, 1));
+                }
+                if let Some((_, t)) = stage
+                    .route_throttle
+                    .iter()
+                    .find(|(k, _)| *k == route.key_text)
+                {
+                    throttles.push((
+                        format!("route:{}/{}/{}", api.name, stage.name, route.key_text),
+                        *t,
+                        2,
+                    ));
+                }
                 routes.push(CompiledRoute {
                     key: route.key_text.clone(),
                     body_bytes_max: route.body_bytes_max.unwrap_or(config.server.body_bytes_max),
                     metric_id: route_labels.len() - 1,
                     integration,
+                    throttles,
+                    limit_ids: Vec::new(),
                 });
             }
             stages.push(StageRoutes {
@@ -300,6 +356,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             apis,
             route_labels,
             generation,
+            limit_table: LimitTable::default(),
         }),
         _ => Err(errors),
     }

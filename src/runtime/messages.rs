@@ -15,6 +15,8 @@ pub enum ToCore {
     Snapshot(Arc<Snapshot>),
     /// Send a copy of your metrics to this channel.
     Collect(Sender<MetricsShard>),
+    /// Throttle tokens and targets for this core's limiter shard.
+    Grant(crate::ratelimit::Grant),
     /// Graceful stop: stop accepting, close idle connections, let requests in flight finish
     /// (their responses say `connection: close`), and leave the event loop once no connection
     /// is left or at `deadline`, closing what remains.
@@ -35,4 +37,6 @@ pub enum FromCore {
     Failed { core: usize, error: String },
     /// The core left its event loop; `abandoned` connections were still open at the deadline.
     Stopped { core: usize, abandoned: usize },
+    /// The limiter shard's report: once per reconcile tick, or early after a refusal.
+    Limiter(crate::ratelimit::CoreReport),
 }

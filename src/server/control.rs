@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use crate::config::{self, Config, ConfigError, Snapshot};
 use crate::limits::CONTROL_CHANNEL_CAPACITY;
 use crate::net::bind_listeners;
+use crate::ratelimit::{LeaseConfig, Reconciler};
 use crate::runtime::{FromCore, ToCore, allowed_cpus, online_cpus};
 use crate::server::core::{CoreStart, run_core};
 use crate::server::notify::{Notifier, watchdog_interval};
@@ -98,7 +99,8 @@ pub fn load_snapshot(path: &std::path::Path, generation: u64) -> Result<Snapshot
 /// Runs the server until SIGTERM, SIGINT or SIGQUIT, then drains. Returns once every core has
 /// stopped (within `server.shutdown_timeout_ms` plus a little).
 pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
-    let snap = load_snapshot(&opts.config_path, 1).map_err(|e| StartError(e.join("\n")))?;
+    let epoch = Instant::now();
+    let mut snap = load_snapshot(&opts.config_path, 1).map_err(|e| StartError(e.join("\n")))?;
     let server = &snap.config.server;
     let cores = opts
         .cores
@@ -124,12 +126,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     shared
         .debug_endpoints
         .store(snap.config.admin.debug_endpoints, Ordering::Release);
+    // Throttles: the reconciler holds every limit's global bucket; the snapshot gets the ids.
+    let mut limiter = Reconciler::new(
+        cores,
+        LeaseConfig::with_tick_ms(snap.config.account.reconcile_tick_ms),
+    );
+    snap.attach_limits(&mut limiter, nanos_since(epoch));
     let snap = Arc::new(snap);
 
     // Cores.
     let cpus = allowed_cpus();
     let seed = request_id::process_seed();
-    let epoch = Instant::now();
     let (report_tx, report_rx) = bounded::<FromCore>(CONTROL_CHANNEL_CAPACITY);
     let mut core_tx = Vec::with_capacity(cores);
     let mut heartbeats = Vec::with_capacity(cores);
@@ -219,7 +226,10 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         heartbeats,
         epoch,
         last_requests: (Instant::now(), 0),
+        limiter,
     };
+    // The cores start with empty leases: the first grants go out now, not a tick from now.
+    control.reconcile();
     let status = control.status_line(None);
     control.notifier.ready(&status);
     control.run(&signals, &admin_rx);
@@ -251,6 +261,8 @@ struct Control {
     epoch: Instant,
     /// When requests were last counted for `STATUS=`, and the total then.
     last_requests: (Instant, u64),
+    /// Every throttle's global bucket and the leases handed to cores.
+    limiter: Reconciler,
 }
 
 /// A core whose heartbeat is older than this is considered stuck: the watchdog goes quiet.
@@ -266,6 +278,9 @@ impl Control {
             Some(every) if self.notifier.enabled() => crossbeam_channel::tick(every),
             _ => crossbeam_channel::never(),
         };
+        let reconcile_tick = crossbeam_channel::tick(Duration::from_millis(
+            self.snap.config.account.reconcile_tick_ms,
+        ));
         let status_tick = if self.notifier.enabled() {
             crossbeam_channel::tick(STATUS_EVERY)
         } else {
@@ -316,6 +331,7 @@ impl Control {
                         self.on_core_report(r);
                     }
                 }
+                recv(reconcile_tick) -> _ => self.reconcile(),
                 recv(watchdog_tick) -> _ => {
                     match self.stuck_core() {
                         None => self.notifier.watchdog(),
@@ -331,10 +347,38 @@ impl Control {
         }
     }
 
+    /// Nanoseconds since the process epoch: the reconciler's clock, shared with the cores.
+    fn nanos(&self) -> u64 {
+        nanos_since(self.epoch)
+    }
+
+    /// One reconcile tick: refills and new leases for every core.
+    fn reconcile(&mut self) {
+        let now = self.nanos();
+        for grant in self.limiter.tick(now) {
+            self.send_grant(grant);
+        }
+    }
+
+    /// Grants are sent with a blocking send: a lost grant would take its tokens out of
+    /// circulation for good. Cores drain their channel every tick, so this does not wait long.
+    fn send_grant(&self, grant: crate::ratelimit::Grant) {
+        if let Some(tx) = self.core_tx.get(grant.core()) {
+            let _ = tx.send(ToCore::Grant(grant));
+        }
+    }
+
     /// A message from a core outside of start-up and shutdown.
     fn on_core_report(&mut self, r: FromCore) {
         match r {
             FromCore::Failed { core, error } => log_error!("control", "core {core}: {error}"),
+            FromCore::Limiter(report) => {
+                // `now` read after the report was received: the reconciler's exactness needs it.
+                let now = self.nanos();
+                if let Some(grant) = self.limiter.on_report(report, now) {
+                    self.send_grant(grant);
+                }
+            }
             FromCore::Ready { .. } | FromCore::Swapped { .. } | FromCore::Stopped { .. } => {}
         }
     }
@@ -371,13 +415,18 @@ impl Control {
     /// on any error the old snapshot keeps serving everywhere.
     fn reload(&mut self) -> Result<u64, Vec<String>> {
         let generation = self.snap.generation + 1;
-        let snap = load_snapshot(&self.path, generation)?;
+        let mut snap = load_snapshot(&self.path, generation)?;
         restart_only_changes(&self.snap.config, &snap.config, self.cores_started)?;
+        // Limits that did not change keep their buckets; new or changed ones get their first
+        // grants right behind the snapshot (the channel keeps the order).
+        let now = self.nanos();
+        snap.attach_limits(&mut self.limiter, now);
         let snap = Arc::new(snap);
         for tx in &self.core_tx {
             // Cannot block long: each core drains its channel every tick.
             let _ = tx.send(ToCore::Snapshot(snap.clone()));
         }
+        self.reconcile();
         // Wait until every core serves the new snapshot, so that an admin reload that answered
         // 200 is in effect for the next request on any core.
         let until = Instant::now() + CORE_ANSWER_TIMEOUT;
@@ -432,6 +481,10 @@ impl Control {
     }
 }
 
+fn nanos_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
 /// Settings that only a restart can change; a reload that changes them is refused whole.
 fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
@@ -447,6 +500,9 @@ fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), 
         errors.push(format!(
             "server.cores changed ({cores} running): restart to apply"
         ));
+    }
+    if old.account.reconcile_tick_ms != new.account.reconcile_tick_ms {
+        errors.push("account.reconcile_tick_ms changed: restart to apply".to_string());
     }
     if old.admin.listen != new.admin.listen {
         errors.push("admin.listen changed: restart to apply".to_string());

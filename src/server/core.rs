@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use crate::config::Snapshot;
 use crate::integration::pool::UpstreamPool;
 use crate::limits::CORE_TICK_MS;
+use crate::ratelimit::{CoreLimiter, LeaseConfig};
 use crate::runtime::{FromCore, Timers, ToCore};
 use crate::telemetry::{CoreMetrics, RequestIds};
 use crate::{log_debug, log_error, log_warn};
@@ -41,6 +42,13 @@ pub struct CoreCtx {
     pub timers: Timers,
     /// Caps per-request warnings (backend failures) on this core.
     pub log_gate: crate::telemetry::log::LogGate,
+    /// This core's shard of every throttle: leases spent per request, reported per tick.
+    pub limiter: RefCell<CoreLimiter>,
+    /// Limiter reports that could not be sent yet (channel full); retried at the next tick,
+    /// never dropped (a lost report would keep spent tokens counted as leased).
+    pending_reports: RefCell<Vec<crate::ratelimit::CoreReport>>,
+    /// Reports to the control thread (early limiter asks; the tick sends the rest).
+    report_tx: Sender<FromCore>,
     date: RefCell<DateCache>,
     /// Client connections open on this core (the drain waits for 0).
     open_conns: Cell<usize>,
@@ -57,7 +65,11 @@ impl CoreCtx {
         seed: u64,
         heartbeat: Arc<AtomicU64>,
         epoch: Instant,
+        report_tx: Sender<FromCore>,
     ) -> Self {
+        let lease = LeaseConfig::with_tick_ms(snap.config.account.reconcile_tick_ms);
+        let mut limiter = CoreLimiter::new(id, &lease, 0);
+        limiter.sync(&snap.limit_table);
         let mut metrics = CoreMetrics::new();
         let core_snap = Rc::new(map_slots(&mut metrics, snap));
         let pool = UpstreamPool::new(core_snap.snap.server());
@@ -69,6 +81,9 @@ impl CoreCtx {
             ids: RequestIds::new(seed, id),
             timers: Timers::new(),
             log_gate: Default::default(),
+            limiter: RefCell::new(limiter),
+            pending_reports: RefCell::new(Vec::new()),
+            report_tx,
             date: RefCell::new(DateCache::new()),
             open_conns: Cell::new(0),
             heartbeat,
@@ -91,6 +106,38 @@ impl CoreCtx {
         self.log_gate.admit(self.date.borrow().second)
     }
 
+    /// Nanoseconds since the process epoch on the core's coarse clock: the limiter's time.
+    pub fn nanos(&self) -> u64 {
+        self.timers.now().duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Sends a limiter report now, or keeps it for the next tick if the channel is full.
+    pub fn send_limiter_report(&self, report: crate::ratelimit::CoreReport) {
+        let mut pending = self.pending_reports.borrow_mut();
+        if !pending.is_empty() {
+            pending.push(report);
+            return;
+        }
+        if let Err(crossbeam_channel::TrySendError::Full(FromCore::Limiter(r))) =
+            self.report_tx.try_send(FromCore::Limiter(report))
+        {
+            pending.push(r);
+        }
+    }
+
+    fn flush_pending_reports(&self) {
+        let mut pending = self.pending_reports.borrow_mut();
+        while !pending.is_empty() {
+            let r = pending.remove(0);
+            if let Err(crossbeam_channel::TrySendError::Full(FromCore::Limiter(r))) =
+                self.report_tx.try_send(FromCore::Limiter(r))
+            {
+                pending.insert(0, r);
+                return;
+            }
+        }
+    }
+
     /// A graceful stop is under way: answer what is in flight with `connection: close`.
     pub fn draining(&self) -> bool {
         self.timers.draining()
@@ -104,6 +151,7 @@ impl CoreCtx {
     }
 
     fn swap(&self, snap: Arc<Snapshot>) {
+        self.limiter.borrow_mut().sync(&snap.limit_table);
         let core_snap = map_slots(&mut self.metrics.borrow_mut(), snap);
         self.pool.borrow_mut().reconfigure(core_snap.snap.server());
         *self.snapshot.borrow_mut() = Rc::new(core_snap);
@@ -197,7 +245,7 @@ pub fn run_core(start: CoreStart) {
         }
     };
     rt.block_on(async move {
-        let ctx = Rc::new(CoreCtx::new(id, snap, seed, heartbeat, epoch));
+        let ctx = Rc::new(CoreCtx::new(id, snap, seed, heartbeat, epoch, tx.clone()));
         let mut accepting = Vec::new();
         for l in listeners {
             let addr = l.local_addr().ok();
@@ -245,10 +293,21 @@ async fn tick_loop(
     let tick = Duration::from_millis(CORE_TICK_MS);
     let mut last_sweep = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
+    let mut last_report = 0u64;
+    let reconcile_ns = ctx.snapshot().snap.config.account.reconcile_tick_ms * 1_000_000;
     loop {
         compio::time::sleep(tick).await;
         let now = Instant::now();
         ctx.timers.fire(now);
+        let nanos = ctx.nanos();
+        ctx.flush_pending_reports();
+        if nanos.saturating_sub(last_report) >= reconcile_ns {
+            last_report = nanos;
+            let report = ctx.limiter.borrow_mut().report(nanos);
+            if let Some(r) = report {
+                ctx.send_limiter_report(r);
+            }
+        }
         ctx.heartbeat.store(
             now.duration_since(ctx.epoch).as_millis() as u64,
             Ordering::Relaxed,
@@ -277,6 +336,7 @@ async fn tick_loop(
                 ToCore::Collect(reply) => {
                     let _ = reply.send(ctx.metrics.borrow().shard());
                 }
+                ToCore::Grant(grant) => ctx.limiter.borrow_mut().apply(grant),
                 ToCore::Drain { deadline } => {
                     // shutdown() takes each listening socket out of its SO_REUSEPORT group at
                     // once (new connections go to the sockets that remain, e.g. a new

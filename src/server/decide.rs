@@ -82,14 +82,14 @@ impl Decision<'_> {
 }
 
 /// Routes the request and applies the limits in order: no route → 404; a declared body over
-/// the route's limit → 413; then the integration.
+/// the route's limit → 413; the throttles (account, stage, route: the first without a token
+/// answers 429 and the request goes no further); then the integration.
 pub fn decide<'s>(
     ctx: &CoreCtx,
     snap: &'s CoreSnapshot,
     req: &RequestView<'_>,
     params: &mut Params,
 ) -> Decision<'s> {
-    let _ = ctx;
     params.clear();
     let Some(m) = snap
         .snap
@@ -118,6 +118,30 @@ pub fn decide<'s>(
             route: Some(route_ref),
             retry_after_s: None,
         };
+    }
+    if !route.limit_ids.is_empty() {
+        let mut limiter = ctx.limiter.borrow_mut();
+        let checked = limiter.check(&route.limit_ids);
+        // A refusal, or the last token of a lease spent: one message asks for more now; the
+        // request does not wait for the answer.
+        let ask = limiter.early_ask(ctx.nanos());
+        drop(limiter);
+        if let Some(report) = ask {
+            ctx.send_limiter_report(report);
+        }
+        if let Err(t) = checked {
+            let scope = route
+                .throttles
+                .get(t.which)
+                .map_or(0, |(_, _, s)| *s as usize);
+            ctx.metrics.borrow_mut().record_throttled(slot, scope);
+            return Decision::Refuse {
+                kind: ErrorKind::TooManyRequests,
+                slot,
+                route: Some(route_ref),
+                retry_after_s: Some(t.retry_after_secs()),
+            };
+        }
     }
     match &route.integration {
         CompiledIntegration::Mock(mock) => Decision::Mock {
