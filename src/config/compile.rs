@@ -5,11 +5,11 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use crate::router::{ApiSpec, Params, Router};
+use crate::router::{ApiSpec, Params, RouteKey, Router};
 use crate::telemetry::metrics::route_labels;
 
 use super::template::{Part, Template};
-use super::{Config, ConfigError, IntegrationConfig, ServerConfig};
+use super::{Config, ConfigError, IntegrationConfig, Protocol, ServerConfig};
 
 /// What every core serves from. Swapped whole on reload; never mutated.
 #[derive(Debug)]
@@ -65,6 +65,9 @@ pub struct CompiledRoute {
 pub enum CompiledIntegration {
     Mock(MockResponse),
     HttpProxy(ProxyTarget),
+    /// The one route of a websocket API's stage: a request routed here is an upgrade (its
+    /// `$connect`); the stage's message routes are inside.
+    WebSocket(Box<crate::websocket::api::WsStage>),
 }
 
 /// A mock integration's answer, with only path parameters left to fill per request.
@@ -212,7 +215,13 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             host: api.host.clone(),
             base_path: api.base_path.clone(),
             stages: api.stages.iter().map(|s| s.name.clone()).collect(),
-            routes: api.routes.iter().map(|r| r.key.clone()).collect(),
+            // A websocket API's stage is one route (the upgrade); messages are routed later by
+            // their route key.
+            routes: if api.protocol == Protocol::Websocket {
+                vec![RouteKey::Default]
+            } else {
+                api.routes.iter().map(|r| r.key.clone()).collect()
+            },
         })
         .collect();
     let router = match Router::build(&specs) {
@@ -228,6 +237,27 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     for api in &config.apis {
         let mut stages = Vec::with_capacity(api.stages.len());
         for stage in &api.stages {
+            if api.protocol == Protocol::Websocket {
+                match crate::websocket::api::compile_stage(api, stage, &mut route_labels) {
+                    Ok(ws) => {
+                        route_labels.push(route_labels_for(&api.name, &stage.name, "$connect"));
+                        stages.push(StageRoutes {
+                            name: stage.name.clone(),
+                            routes: vec![CompiledRoute {
+                                key: "$connect".to_string(),
+                                body_bytes_max: 0,
+                                metric_id: route_labels.len() - 1,
+                                integration: CompiledIntegration::WebSocket(Box::new(ws)),
+                            }],
+                        });
+                    }
+                    Err(es) => errors.extend(
+                        es.into_iter()
+                            .map(|e| whole(format!("api {} stage {}: {e}", api.name, stage.name))),
+                    ),
+                }
+                continue;
+            }
             let mut routes = Vec::with_capacity(api.routes.len());
             for route in &api.routes {
                 let names = route.key.param_names();
@@ -269,6 +299,13 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                             }
                         }
                     }
+                    // `load` refuses these outside websocket APIs.
+                    IntegrationConfig::Echo | IntegrationConfig::Http { .. } => {
+                        errors.push(whole(format!(
+                            "{where_}: this integration is for websocket APIs"
+                        )));
+                        None
+                    }
                 };
                 let Some(integration) = integration else {
                     continue;
@@ -305,7 +342,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     }
 }
 
-fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
+pub(crate) fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
     route_labels(api, stage, route)
 }
 
@@ -318,7 +355,7 @@ fn whole(message: String) -> ConfigError {
 }
 
 /// Substitutes stage variables and turns path-parameter names into indices.
-fn resolve(
+pub(crate) fn resolve(
     t: &Template,
     vars: &std::collections::BTreeMap<String, String>,
     names: &[&str],
@@ -349,7 +386,7 @@ fn resolve(
 }
 
 /// Splits a substituted proxy URI into a resolved address, authority, path template and query.
-fn proxy_target(
+pub(crate) fn proxy_target(
     uri: &Template,
     vars: &std::collections::BTreeMap<String, String>,
     names: &[&str],
