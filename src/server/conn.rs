@@ -76,6 +76,8 @@ enum Plan {
         stage: usize,
         route: usize,
     },
+    /// An upgrade to a websocket API's stage: the connection becomes a WebSocket task.
+    WebSocket(Box<crate::websocket::conn::UpgradeRequest>),
     /// The head was refused; the error response is in `out`; close after writing.
     Refuse {
         status: u16,
@@ -217,6 +219,20 @@ impl Conn {
                     // Boxed: the proxy's state machine is several times the size of the rest,
                     // and only proxied requests should pay for it (idle connections stay small).
                     Box::pin(self.proxy(x, slot, &snap, api, stage, route)).await
+                }
+                Plan::WebSocket(up) => {
+                    // Earlier pipelined responses go first; the socket is the WebSocket's now.
+                    if self.down.flush().await.is_err() {
+                        return;
+                    }
+                    Box::pin(crate::websocket::conn::serve(
+                        &self.ctx,
+                        &mut self.down,
+                        *up,
+                        self.peer,
+                    ))
+                    .await;
+                    return;
                 }
             };
             served += 1;
@@ -381,6 +397,14 @@ impl Conn {
             return After::Close;
         }
         match http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await {
+            Ok(r) if x.upgraded.is_some() => {
+                // The backend switched to WebSocket: relay both ways until either side closes.
+                self.record(slot, r.status, x.started);
+                if let Some(up) = x.upgraded.take() {
+                    crate::integration::tunnel::relay(&self.ctx, &mut self.down, up).await;
+                }
+                After::Close
+            }
             Ok(r) => {
                 self.record(slot, r.status, x.started);
                 if r.keep_alive {
@@ -531,6 +555,8 @@ fn plan_head(
             headers_max: server.headers_max,
         },
         connect_timeout: Duration::from_millis(server.upstream_connect_timeout_ms),
+        upgrade: false,
+        upgraded: None,
     };
     let head_len = head.head_len;
     let resp_start = out.len();
@@ -575,8 +601,31 @@ fn plan_head(
                 x,
             }
         }
+        CompiledIntegration::WebSocket(_) => {
+            let request_id = x.request_id;
+            match crate::websocket::conn::plan_upgrade(
+                ctx,
+                snap,
+                (m.api, m.stage, slot),
+                head,
+                started,
+                request_id,
+            ) {
+                Ok(up) => Plan::WebSocket(Box::new(up)),
+                Err(refusal) => {
+                    refusal.write(out, &date, &request_id);
+                    Plan::Refuse {
+                        status: refusal.status,
+                        slot,
+                        started,
+                        why: refusal.why,
+                    }
+                }
+            }
+        }
         CompiledIntegration::HttpProxy(target) => {
             req.clear();
+            x.upgrade = http_proxy::is_websocket_upgrade(head);
             http_proxy::render_request(req, head, target, params, peer, &x.request_id);
             Plan::Proxy {
                 x,

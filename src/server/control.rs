@@ -38,6 +38,8 @@ pub enum AdminRequest {
     Reload(Sender<Result<u64, Vec<String>>>),
     /// Merged Prometheus text.
     Metrics(Sender<String>),
+    /// `/@connections/{id}`: forwarded to the core that owns the connection.
+    WebSocket(crate::websocket::registry::AdminCommand),
 }
 
 /// State the admin thread reads without asking the control thread.
@@ -305,6 +307,7 @@ impl Control {
                     Ok(AdminRequest::Metrics(reply)) => {
                         let _ = reply.send(metrics::render(&self.collect_shards()));
                     }
+                    Ok(AdminRequest::WebSocket(cmd)) => self.forward_ws(cmd),
                     Ok(AdminRequest::Stall { core, duration, reply }) => {
                         let ok = self.core_tx.get(core).is_some_and(|tx| tx.send(ToCore::Stall(duration)).is_ok());
                         let _ = reply.send(ok);
@@ -328,6 +331,25 @@ impl Control {
                     self.notifier.status(&line);
                 }
             }
+        }
+    }
+
+    /// Hands a `/@connections` command to the core named in the connection id; the core
+    /// answers the admin thread directly. Never blocks: a full channel answers 503.
+    fn forward_ws(&self, cmd: crate::websocket::registry::AdminCommand) {
+        use crate::websocket::registry::AdminReply;
+        let Some(tx) = self.core_tx.get(usize::from(cmd.id.core())) else {
+            // An id from another process (or node): no such connection here.
+            let _ = cmd.reply.send(AdminReply::Gone);
+            return;
+        };
+        match tx.try_send(ToCore::WebSocket(cmd)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(ToCore::WebSocket(cmd)))
+            | Err(crossbeam_channel::TrySendError::Disconnected(ToCore::WebSocket(cmd))) => {
+                let _ = cmd.reply.send(AdminReply::Unavailable);
+            }
+            Err(_) => {}
         }
     }
 

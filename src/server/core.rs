@@ -41,6 +41,8 @@ pub struct CoreCtx {
     pub timers: Timers,
     /// Caps per-request warnings (backend failures) on this core.
     pub log_gate: crate::telemetry::log::LogGate,
+    /// This core's open WebSocket connections (`/@connections` reaches them through it).
+    pub ws: RefCell<crate::websocket::registry::Registry>,
     date: RefCell<DateCache>,
     /// Client connections open on this core (the drain waits for 0).
     open_conns: Cell<usize>,
@@ -69,6 +71,7 @@ impl CoreCtx {
             ids: RequestIds::new(seed, id),
             timers: Timers::new(),
             log_gate: Default::default(),
+            ws: RefCell::new(crate::websocket::registry::Registry::new(id)),
             date: RefCell::new(DateCache::new()),
             open_conns: Cell::new(0),
             heartbeat,
@@ -294,6 +297,10 @@ async fn tick_loop(
                     drain_deadline = Some(deadline);
                 }
                 ToCore::Stall(d) => std::thread::sleep(d),
+                ToCore::WebSocket(cmd) => {
+                    let reply = ctx.ws.borrow().apply(&cmd.id, cmd.op);
+                    let _ = cmd.reply.send(reply);
+                }
             }
         }
     }

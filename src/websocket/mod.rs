@@ -41,11 +41,15 @@
 //! The read buffer contract: bytes a `decode` call did not consume are passed again, unchanged,
 //! at the start of the next call (the decoder has unmasked part of a frame in place).
 
+pub mod api;
 pub mod close;
+pub mod conn;
 pub mod decoder;
+pub mod event;
 pub mod frame;
 pub mod handshake;
 pub mod id;
+pub mod registry;
 pub mod route_key;
 pub mod utf8;
 
