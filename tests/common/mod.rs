@@ -1205,12 +1205,12 @@ impl WsClient {
         addr: SocketAddr,
         path: &str,
         extra: &[(&str, &str)],
-    ) -> Result<WsClient, Response> {
+    ) -> Result<WsClient, Box<Response>> {
         let mut c = Client::connect(addr);
         c.send(&ws_upgrade_request(path, extra));
         let head = c.read_response();
         if head.status != 101 {
-            return Err(head);
+            return Err(Box::new(head));
         }
         Ok(WsClient { c, head })
     }
