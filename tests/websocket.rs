@@ -376,7 +376,7 @@ fn http_route_failure_sends_an_error_message() {
     let mut ws = WsClient::open(gw.addr, "/");
     let v: Value = serde_json::from_str(&ws.ask("x")).unwrap();
     assert_eq!(v["message"], "Internal server error");
-    assert_eq!(ws.ask("again").contains("Internal server error"), true);
+    assert!(ws.ask("again").contains("Internal server error"));
 }
 
 // ---- $disconnect ----
