@@ -838,3 +838,39 @@ fn iso_day(ms: u64) -> String {
         .expect("date");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+#[test]
+fn validate_checks_websocket_apis_with_lines() {
+    let ok = write_temp_config(&ws_config("", &route("$default", ECHO)));
+    let out = std::process::Command::new(bin())
+        .arg("validate")
+        .arg(&ok)
+        .output()
+        .expect("run validate");
+    assert!(out.status.success(), "{out:?}");
+    let bad = write_temp_config(&ws_config(
+        "ping_interval_ms = -5",
+        &format!("{}{}", route("$connect", ECHO), route("$nope", ECHO)),
+    ));
+    let out = std::process::Command::new(bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .expect("run validate");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The config helper puts [server] and [admin] first: the API starts at line 9.
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].ends_with(":12:20: error: ping_interval_ms: expected 0..=86400000, got -5"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains(":15:39: error: echo: $connect and $disconnect have no message to echo"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains(":17:7: error: route key \"$nope\": keys starting with '$' are reserved"),
+        "{err}"
+    );
+}
