@@ -669,10 +669,11 @@ impl Session<'_> {
         let Some(ws) = ws_stage(&snap, self.api, self.stage) else {
             return;
         };
-        let rid = new_request_id(self.ctx);
-        let rid = std::str::from_utf8(&rid).unwrap_or("");
+        // Request ids are made only where they are used (events, error messages): echo and
+        // mock routes need none.
         let Some(route) = ws.route_for(kind, bytes) else {
-            self.send_error("Forbidden", rid);
+            let rid = new_request_id(self.ctx);
+            self.send_error("Forbidden", std::str::from_utf8(&rid).unwrap_or(""));
             return;
         };
         let slot = snap.slots[route.metric_id];
@@ -680,7 +681,7 @@ impl Session<'_> {
         // THROTTLE HOOK (issue: throttling). Per-connection and per-route message limits go
         // here, through the throttling machinery once it exists (this route's stage
         // `route_throttle` by `route.key`, the stage and account limits, and a per-connection
-        // bucket): an exhausted limit answers `send_error("Too Many Requests", rid)` and skips
+        // bucket): an exhausted limit answers `send_error("Too Many Requests", ..)` and skips
         // the integration, keeping the connection open, as Amazon API Gateway does.
         let sent = match &route.integration {
             WsIntegration::Echo => {
@@ -698,6 +699,8 @@ impl Session<'_> {
                 !body.is_empty()
             }
             WsIntegration::Http(target) => {
+                let rid = new_request_id(self.ctx);
+                let rid = std::str::from_utf8(&rid).unwrap_or("");
                 let body = match kind {
                     MessageKind::Text => {
                         EventBody::Text(std::str::from_utf8(bytes).unwrap_or_default())
