@@ -10,6 +10,9 @@
 //!   → response into the output buffer; written before the next read (pipelined responses
 //!     are written together) → metrics
 //! ```
+//! Upgrades leave this loop: a websocket API's stage hands the socket to
+//! `websocket::conn::serve`; an `http_proxy` route whose backend answers `101` to a WebSocket
+//! upgrade relays bytes both ways (`integration::tunnel`); either way the connection then ends.
 //! Parsing and planning are synchronous and borrow the read buffer; everything that waits on
 //! I/O works on owned state (`Exchange`), so no head outlives a read.
 
