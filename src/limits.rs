@@ -63,3 +63,29 @@ pub const WS_FRAME_BYTES_MAX: usize = 32 * 1024;
 /// Payload of one inbound WebSocket message, all its fragments together, in bytes (close 1009).
 /// Amazon API Gateway's is 128 KB.
 pub const WS_MESSAGE_BYTES_MAX: usize = 128 * 1024;
+/// Largest `frame_bytes_max` / `message_bytes_max` a websocket API may configure, in bytes
+/// (Autobahn's section 9 needs 16 MiB).
+pub const WS_PAYLOAD_BYTES_CEILING: usize = 64 * 1024 * 1024;
+/// A WebSocket connection without a message from its client for this long is closed with 1001.
+/// Amazon API Gateway's idle timeout is 10 minutes.
+pub const WS_IDLE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// A WebSocket connection is closed with 1001 at this age. Amazon API Gateway's is 2 hours.
+pub const WS_CONNECTION_AGE_MAX_MS: u64 = 2 * 60 * 60 * 1000;
+/// Nothing received from a WebSocket client for this long: the gateway sends a ping; nothing
+/// for as long again: the peer is gone and the connection is closed.
+pub const WS_PING_INTERVAL_MS: u64 = 30_000;
+/// Time a closing WebSocket waits for the client's close frame before closing TCP.
+pub const WS_CLOSE_WAIT_MS: u64 = 2_000;
+/// Outbound bytes a WebSocket connection may have queued (pushed through `@connections` while
+/// it was busy) before further pushes are refused with 429.
+pub const WS_QUEUE_BYTES_MAX: usize = 1024 * 1024;
+/// Body of an admin request (`POST /@connections/{id}`), in bytes (413 above).
+pub const ADMIN_BODY_BYTES_MAX: usize = WS_PAYLOAD_BYTES_CEILING;
+/// Response body of an `http` integration (WebSocket events) kept, in bytes (502 above).
+pub const INTEGRATION_RESPONSE_BYTES_MAX: usize = 10 * 1024 * 1024;
+/// Idle time allowed on a proxied WebSocket (an `Upgrade` relayed to an `http_proxy` backend)
+/// with no byte in either direction.
+pub const WS_TUNNEL_IDLE_TIMEOUT_MS: u64 = WS_IDLE_TIMEOUT_MS;
+/// Time allowed to write what a WebSocket connection has to send; a client that does not read
+/// for this long is disconnected.
+pub const WS_WRITE_TIMEOUT_MS: u64 = 30_000;

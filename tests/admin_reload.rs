@@ -39,6 +39,11 @@ integration = {{ type = "http_proxy", uri = "http://{fast}/{{proxy}}", timeout_m
 [[api.route]]
 key = "ANY /slow/{{proxy+}}"
 integration = {{ type = "http_proxy", uri = "http://{slow}/{{proxy}}", timeout_ms = 10000 }}
+
+# Reload tests drive more than the account default (10,000 rps); throttling is tested apart.
+[account.throttle]
+rate = 1000000000
+burst = 1000000000
 "#
     ))
 }

@@ -1,8 +1,10 @@
 //! The admin listener (loopback by default): `GET /healthz`, `GET /readyz`, `GET /metrics`,
-//! `POST /reload`. It runs on its own small thread, off the data cores, one short-lived thread
-//! per admin connection; it reaches the cores only through the control thread.
+//! `POST /reload`, and the WebSocket management API `POST`/`GET`/`DELETE /@connections/{id}`.
+//! It runs on its own small thread, off the data cores, one short-lived thread per admin
+//! connection; it reaches the cores only through the control thread.
 //!
-//! When `admin.token` is set, `POST` endpoints require `Authorization: Bearer <token>`.
+//! When `admin.token` is set, `POST` endpoints and every `/@connections` request require
+//! `Authorization: Bearer <token>`.
 //! With `admin.debug_endpoints = true` (tests only), `POST /debug/stall?core=N&ms=M` blocks a
 //! core's thread for M ms, as a stuck event loop would (to test the systemd watchdog).
 
@@ -14,7 +16,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::limits::ADMIN_BODY_BYTES_MAX;
 use crate::server::control::{AdminRequest, AdminShared, lock};
+use crate::websocket::ConnectionId;
+use crate::websocket::registry::{self, AdminCommand, AdminOp};
 
 /// Largest admin request head we read, in bytes.
 const ADMIN_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -67,15 +72,21 @@ fn handle(
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(head_len)) => {
                 let method = req.method.unwrap_or("");
                 let path = req.path.unwrap_or("/");
-                let auth = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| h.value);
-                break route(method, path, auth, control, shared);
+                let header = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                let auth = header("authorization");
+                let body = match read_body(&mut stream, &buf[head_len..len], header) {
+                    Ok(b) => b,
+                    Err(answer) => break answer,
+                };
+                break route(method, path, auth, &body, control, shared);
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
             Ok(httparse::Status::Partial) => {
@@ -95,6 +106,37 @@ fn handle(
     Ok(())
 }
 
+/// The request body (`Content-Length` only; a chunked one is refused with 411), of which
+/// `first` arrived with the head.
+fn read_body<'h>(
+    stream: &mut TcpStream,
+    first: &[u8],
+    header: impl Fn(&str) -> Option<&'h [u8]>,
+) -> Result<Vec<u8>, Answer> {
+    if header("transfer-encoding").is_some() {
+        return Err(json(411, r#"{"message":"Length Required"}"#));
+    }
+    let len = match header("content-length") {
+        None => 0,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| json(400, r#"{"message":"Bad Request"}"#))?,
+    };
+    if len > ADMIN_BODY_BYTES_MAX {
+        return Err(json(413, r#"{"message":"Request Entity Too Large"}"#));
+    }
+    let mut body = first[..first.len().min(len)].to_vec();
+    if body.len() < len {
+        body.resize(len, 0);
+        let at = first.len().min(len);
+        stream
+            .read_exact(&mut body[at..])
+            .map_err(|_| json(400, r#"{"message":"Bad Request"}"#))?;
+    }
+    Ok(body)
+}
+
 fn json(status: u16, body: &str) -> Answer {
     (status, "application/json", body.to_string())
 }
@@ -103,10 +145,17 @@ fn route(
     method: &str,
     target: &str,
     auth: Option<&[u8]>,
+    body: &[u8],
     control: &Sender<AdminRequest>,
     shared: &AdminShared,
 ) -> Answer {
     let path = target.split('?').next().unwrap_or(target);
+    if let Some(id) = path.strip_prefix("/@connections/") {
+        if !authorized(auth, shared) {
+            return json(401, r#"{"message":"Unauthorized"}"#);
+        }
+        return connections(method, id, body, control);
+    }
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => json(200, r#"{"status":"ok"}"#),
         ("GET" | "HEAD", "/readyz") => {
@@ -176,6 +225,32 @@ fn route(
     }
 }
 
+/// `POST`/`GET`/`DELETE /@connections/{id}`: through the control thread to the owning core.
+fn connections(method: &str, id: &str, body: &[u8], control: &Sender<AdminRequest>) -> Answer {
+    let op = match method {
+        "POST" => AdminOp::Post(body.to_vec()),
+        "GET" => AdminOp::Get,
+        "DELETE" => AdminOp::Delete,
+        _ => return json(405, r#"{"message":"Method Not Allowed"}"#),
+    };
+    // An id we never issued names no connection: Gone, as for one that closed.
+    let Some(id) = ConnectionId::parse(id) else {
+        return json(410, r#"{"message":"Gone"}"#);
+    };
+    let (tx, rx) = bounded(1);
+    let cmd = AdminCommand { id, op, reply: tx };
+    if control.send(AdminRequest::WebSocket(cmd)).is_err() {
+        return json(503, r#"{"message":"Service Unavailable"}"#);
+    }
+    match rx.recv_timeout(ADMIN_ANSWER_TIMEOUT) {
+        Ok(reply) => {
+            let (status, body) = registry::reply_http(&reply);
+            (status, "application/json", body)
+        }
+        Err(_) => json(503, r#"{"message":"Service Unavailable"}"#),
+    }
+}
+
 fn authorized(auth: Option<&[u8]>, shared: &AdminShared) -> bool {
     let token = lock(&shared.token);
     match token.as_deref() {
@@ -213,10 +288,42 @@ mod tests {
     fn unknown_paths_and_methods() {
         let (tx, _rx) = bounded(1);
         let shared = AdminShared::default();
-        assert_eq!(route("GET", "/nope", None, &tx, &shared).0, 404);
-        assert_eq!(route("DELETE", "/healthz", None, &tx, &shared).0, 405);
-        assert_eq!(route("GET", "/readyz", None, &tx, &shared).0, 503);
+        assert_eq!(route("GET", "/nope", None, b"", &tx, &shared).0, 404);
+        assert_eq!(route("DELETE", "/healthz", None, b"", &tx, &shared).0, 405);
+        assert_eq!(route("GET", "/readyz", None, b"", &tx, &shared).0, 503);
         shared.ready.store(true, Ordering::Release);
-        assert_eq!(route("GET", "/readyz?verbose", None, &tx, &shared).0, 200);
+        assert_eq!(
+            route("GET", "/readyz?verbose", None, b"", &tx, &shared).0,
+            200
+        );
+    }
+
+    #[test]
+    fn connections_paths() {
+        let (tx, rx) = bounded(4);
+        let shared = AdminShared::default();
+        // Not an id we could have issued: Gone without asking anyone.
+        let gone = route("GET", "/@connections/nope", None, b"", &tx, &shared);
+        assert_eq!((gone.0, gone.2.as_str()), (410, r#"{"message":"Gone"}"#));
+        assert_eq!(
+            route("PUT", "/@connections/x", None, b"", &tx, &shared).0,
+            405
+        );
+        assert!(rx.is_empty());
+        // A real id goes to the control thread, which answers for the core.
+        let id = crate::websocket::IdGenerator::new(0, 1).next_id().unwrap();
+        let answer = std::thread::spawn(move || {
+            let Ok(AdminRequest::WebSocket(cmd)) = rx.recv() else {
+                panic!("expected a websocket command")
+            };
+            assert_eq!(cmd.id.core(), 1);
+            assert!(matches!(&cmd.op, AdminOp::Post(b) if b == b"hi"));
+            cmd.reply.send(registry::AdminReply::Posted).unwrap();
+        });
+        let path = format!("/@connections/{id}");
+        assert_eq!(route("POST", &path, None, b"hi", &tx, &shared).0, 200);
+        answer.join().unwrap();
+        *lock(&shared.token) = Some("t".into());
+        assert_eq!(route("GET", &path, None, b"", &tx, &shared).0, 401);
     }
 }

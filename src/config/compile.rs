@@ -6,11 +6,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use crate::ratelimit::{Limit, LimitId, LimitTable, Nanos, Reconciler};
-use crate::router::{ApiSpec, Params, Router};
+use crate::router::{ApiSpec, Params, RouteKey, Router};
 use crate::telemetry::metrics::route_labels;
 
 use super::template::{Part, Template};
-use super::{Config, ConfigError, IntegrationConfig, ServerConfig, Throttle};
+use super::{Config, ConfigError, IntegrationConfig, Protocol, ServerConfig, Throttle};
 
 /// What every core serves from. Swapped whole on reload; never mutated.
 #[derive(Debug)]
@@ -104,6 +104,9 @@ pub struct CompiledRoute {
 pub enum CompiledIntegration {
     Mock(MockResponse),
     HttpProxy(ProxyTarget),
+    /// The one route of a websocket API's stage: a request routed here is an upgrade (its
+    /// `$connect`); the stage's message routes are inside.
+    WebSocket(Box<crate::websocket::api::WsStage>),
 }
 
 /// A mock integration's answer, with only path parameters left to fill per request.
@@ -251,7 +254,13 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             host: api.host.clone(),
             base_path: api.base_path.clone(),
             stages: api.stages.iter().map(|s| s.name.clone()).collect(),
-            routes: api.routes.iter().map(|r| r.key.clone()).collect(),
+            // A websocket API's stage is one route (the upgrade); messages are routed later by
+            // their route key.
+            routes: if api.protocol == Protocol::Websocket {
+                vec![RouteKey::Default]
+            } else {
+                api.routes.iter().map(|r| r.key.clone()).collect()
+            },
         })
         .collect();
     let router = match Router::build(&specs) {
@@ -267,6 +276,31 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     for api in &config.apis {
         let mut stages = Vec::with_capacity(api.stages.len());
         for stage in &api.stages {
+            if api.protocol == Protocol::Websocket {
+                match crate::websocket::api::compile_stage(api, stage, &mut route_labels) {
+                    Ok(ws) => {
+                        route_labels.push(route_labels_for(&api.name, &stage.name, "$connect"));
+                        stages.push(StageRoutes {
+                            name: stage.name.clone(),
+                            routes: vec![CompiledRoute {
+                                key: "$connect".to_string(),
+                                body_bytes_max: 0,
+                                metric_id: route_labels.len() - 1,
+                                integration: CompiledIntegration::WebSocket(Box::new(ws)),
+                                // Upgrades count against the account and stage limits (and a
+                                // `route_throttle` on "$connect"), as requests do.
+                                throttles: route_throttles(&config, api, stage, "$connect"),
+                                limit_ids: Vec::new(),
+                            }],
+                        });
+                    }
+                    Err(es) => errors.extend(
+                        es.into_iter()
+                            .map(|e| whole(format!("api {} stage {}: {e}", api.name, stage.name))),
+                    ),
+                }
+                continue;
+            }
             let mut routes = Vec::with_capacity(api.routes.len());
             for route in &api.routes {
                 let names = route.key.param_names();
@@ -308,26 +342,19 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                             }
                         }
                     }
+                    // `load` refuses these outside websocket APIs.
+                    IntegrationConfig::Echo | IntegrationConfig::Http { .. } => {
+                        errors.push(whole(format!(
+                            "{where_}: this integration is for websocket APIs"
+                        )));
+                        None
+                    }
                 };
                 let Some(integration) = integration else {
                     continue;
                 };
                 route_labels.push(route_labels_for(&api.name, &stage.name, &route.key_text));
-                let mut throttles = vec![("account".to_string(), config.account.throttle, 0u8)];
-                if let Some(t) = stage.throttle {
-                    throttles.push((format!("stage:{}/{}", api.name, stage.name), t, 1));
-                }
-                if let Some((_, t)) = stage
-                    .route_throttle
-                    .iter()
-                    .find(|(k, _)| *k == route.key_text)
-                {
-                    throttles.push((
-                        format!("route:{}/{}/{}", api.name, stage.name, route.key_text),
-                        *t,
-                        2,
-                    ));
-                }
+                let throttles = route_throttles(&config, api, stage, &route.key_text);
                 routes.push(CompiledRoute {
                     key: route.key_text.clone(),
                     body_bytes_max: route.body_bytes_max.unwrap_or(config.server.body_bytes_max),
@@ -362,7 +389,28 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     }
 }
 
-fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
+/// The throttles a route passes, in checking order: account, stage, route.
+fn route_throttles(
+    config: &Config,
+    api: &super::ApiConfig,
+    stage: &super::StageConfig,
+    route_key: &str,
+) -> Vec<(String, Throttle, u8)> {
+    let mut throttles = vec![("account".to_string(), config.account.throttle, 0u8)];
+    if let Some(t) = stage.throttle {
+        throttles.push((format!("stage:{}/{}", api.name, stage.name), t, 1));
+    }
+    if let Some((_, t)) = stage.route_throttle.iter().find(|(k, _)| k == route_key) {
+        throttles.push((
+            format!("route:{}/{}/{}", api.name, stage.name, route_key),
+            *t,
+            2,
+        ));
+    }
+    throttles
+}
+
+pub(crate) fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
     route_labels(api, stage, route)
 }
 
@@ -375,7 +423,7 @@ fn whole(message: String) -> ConfigError {
 }
 
 /// Substitutes stage variables and turns path-parameter names into indices.
-fn resolve(
+pub(crate) fn resolve(
     t: &Template,
     vars: &std::collections::BTreeMap<String, String>,
     names: &[&str],
@@ -406,7 +454,7 @@ fn resolve(
 }
 
 /// Splits a substituted proxy URI into a resolved address, authority, path template and query.
-fn proxy_target(
+pub(crate) fn proxy_target(
     uri: &Template,
     vars: &std::collections::BTreeMap<String, String>,
     names: &[&str],

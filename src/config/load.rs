@@ -21,13 +21,15 @@ use crate::limits::{
     BODY_BYTES_MAX, CONFIG_BYTES_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, HEADERS_CEILING,
     HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS, LISTEN_BACKLOG,
     PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS,
-    UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS,
+    UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS, WS_CONNECTION_AGE_MAX_MS,
+    WS_FRAME_BYTES_MAX, WS_IDLE_TIMEOUT_MS, WS_MESSAGE_BYTES_MAX, WS_PAYLOAD_BYTES_CEILING,
+    WS_PING_INTERVAL_MS,
 };
 use crate::router::RouteKey;
 
 use super::model::{
     AccountConfig, AdminConfig, ApiConfig, Config, IntegrationConfig, Protocol, RouteConfig,
-    ServerConfig, StageConfig, Throttle,
+    ServerConfig, StageConfig, Throttle, WebSocketSettings,
 };
 use super::template::{self, Part, Template};
 
@@ -193,6 +195,14 @@ struct RawApi {
     protocol: Option<S<String>>,
     host: Option<S<String>>,
     base_path: Option<S<String>>,
+    // Websocket APIs only.
+    route_selection: Option<S<String>>,
+    subprotocols: Option<S<Vec<S<String>>>>,
+    frame_bytes_max: Option<S<i64>>,
+    message_bytes_max: Option<S<i64>>,
+    idle_timeout_ms: Option<S<i64>>,
+    connection_age_max_ms: Option<S<i64>>,
+    ping_interval_ms: Option<S<i64>>,
     #[serde(default)]
     route: Vec<S<RawRoute>>,
     #[serde(default)]
@@ -205,6 +215,7 @@ struct RawRoute {
     key: Option<S<String>>,
     body_bytes_max: Option<S<i64>>,
     integration: Option<S<RawIntegration>>,
+    return_response: Option<S<bool>>,
 }
 
 /// Flat rather than a tagged enum: serde's internally tagged enums buffer their content and lose
@@ -219,6 +230,7 @@ struct RawIntegration {
     body: Option<S<String>>,
     uri: Option<S<String>>,
     timeout_ms: Option<S<i64>>,
+    echo: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -644,10 +656,7 @@ fn api(errs: &mut Errors, raw: &S<RawApi>) -> ApiConfig {
         None => Protocol::Http,
         Some(p) => match p.get_ref().as_str() {
             "http" => Protocol::Http,
-            "websocket" => {
-                errs.at(p, "websocket APIs are not supported yet");
-                Protocol::Websocket
-            }
+            "websocket" => Protocol::Websocket,
             other => {
                 errs.at(
                     p,
@@ -671,21 +680,30 @@ fn api(errs: &mut Errors, raw: &S<RawApi>) -> ApiConfig {
             format!("{who} has no routes: add at least one [[api.route]]"),
         );
     }
-    let mut keys = HashMap::new();
-    let routes: Vec<RouteConfig> = r
-        .route
-        .iter()
-        .map(|route_raw| route(errs, route_raw, &stages, &mut keys))
-        .collect();
+    let websocket = websocket_settings(errs, r, protocol);
+    let routes: Vec<RouteConfig> = if protocol == Protocol::Websocket {
+        let mut keys = HashMap::new();
+        r.route
+            .iter()
+            .map(|route_raw| ws_route(errs, route_raw, &stages, &mut keys))
+            .collect()
+    } else {
+        let mut keys = HashMap::new();
+        r.route
+            .iter()
+            .map(|route_raw| route(errs, route_raw, &stages, &mut keys))
+            .collect()
+    };
     let mut stages = stages;
     for (stage, raw_stage) in stages.iter_mut().zip(&r.stage) {
-        stage_throttles(errs, stage, raw_stage, &routes, &name);
+        stage_throttles(errs, stage, raw_stage, &routes, &name, protocol);
     }
     ApiConfig {
         name,
         protocol,
         host,
         base_path,
+        websocket,
         routes,
         stages,
     }
@@ -802,11 +820,23 @@ fn stage_throttles(
     raw: &S<RawStage>,
     routes: &[RouteConfig],
     api: &str,
+    protocol: Protocol,
 ) {
     let r = raw.get_ref();
     stage.throttle = r.throttle.as_ref().map(|t| throttle(errs, t, "throttle"));
     for (key, t) in r.route_throttle.iter().flat_map(|m| m.get_ref()) {
         let limit = throttle(errs, t, &format!("route_throttle {:?}", key.get_ref()));
+        if protocol == Protocol::Websocket {
+            // Websocket route keys are plain names: matched as written.
+            match routes.iter().find(|route| route.key_text == *key.get_ref()) {
+                Some(route) => stage.route_throttle.push((route.key_text.clone(), limit)),
+                None => errs.at(
+                    key,
+                    format!("route_throttle: API {api} has no route {:?}", key.get_ref()),
+                ),
+            }
+            continue;
+        }
         match RouteKey::parse(key.get_ref()) {
             Err(e) => errs.at(key, format!("route_throttle: {e}")),
             Ok(k) => match routes.iter().find(|route| route.key == k) {
@@ -862,6 +892,12 @@ fn route(
         }
         Some(i) => integration(errs, i, &scope),
     };
+    if let Some(rr) = &r.return_response {
+        errs.at(
+            rr,
+            "return_response is for routes of websocket APIs (an http_proxy route always returns the backend's response)",
+        );
+    }
     RouteConfig {
         key_text: r
             .key
@@ -871,6 +907,7 @@ fn route(
         key: key.unwrap_or(RouteKey::Default),
         body_bytes_max,
         integration,
+        return_response: false,
     }
 }
 
@@ -905,6 +942,337 @@ fn route_key(
     Some(key)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Websocket APIs.
+
+/// Route keys with a meaning of their own in a websocket API.
+const WS_SPECIAL_KEYS: [&str; 3] = ["$connect", "$disconnect", "$default"];
+/// Longest message route key.
+const WS_ROUTE_KEY_CHARS_MAX: usize = 128;
+/// Longest `connection_age_max_ms`: a week.
+const WS_CONNECTION_AGE_MS_MAX: i64 = 7 * 86_400_000;
+
+/// The websocket keys of an `[[api]]` table: `Some` for a websocket API; for an HTTP API each
+/// one given is an error.
+fn websocket_settings(
+    errs: &mut Errors,
+    r: &RawApi,
+    protocol: Protocol,
+) -> Option<WebSocketSettings> {
+    if protocol != Protocol::Websocket {
+        let only = |errs: &mut Errors, at: Option<usize>, field: &str| {
+            if let Some(at) = at {
+                errs.at_offset(
+                    at,
+                    format!("{field} is for websocket APIs (protocol = \"websocket\")"),
+                );
+            }
+        };
+        only(
+            errs,
+            r.route_selection.as_ref().map(|v| v.span().start),
+            "route_selection",
+        );
+        only(
+            errs,
+            r.subprotocols.as_ref().map(|v| v.span().start),
+            "subprotocols",
+        );
+        for (v, field) in [
+            (&r.frame_bytes_max, "frame_bytes_max"),
+            (&r.message_bytes_max, "message_bytes_max"),
+            (&r.idle_timeout_ms, "idle_timeout_ms"),
+            (&r.connection_age_max_ms, "connection_age_max_ms"),
+            (&r.ping_interval_ms, "ping_interval_ms"),
+        ] {
+            only(errs, v.as_ref().map(|v| v.span().start), field);
+        }
+        return None;
+    }
+    let route_selection = match &r.route_selection {
+        None => crate::websocket::RouteSelection::DEFAULT_EXPRESSION.to_string(),
+        Some(e) => {
+            if let Err(err) = crate::websocket::RouteSelection::parse(e.get_ref()) {
+                errs.at(e, format!("route_selection: {err}"));
+            }
+            e.get_ref().clone()
+        }
+    };
+    let mut subprotocols: Vec<String> = Vec::new();
+    for p in r.subprotocols.iter().flat_map(|l| l.get_ref()) {
+        if !is_token(p.get_ref()) {
+            errs.at(
+                p,
+                format!(
+                    "subprotocols: {:?} is not a token (letters, digits and !#$%&'*+-.^_`|~)",
+                    p.get_ref()
+                ),
+            );
+        } else if subprotocols.contains(p.get_ref()) {
+            errs.at(p, format!("subprotocols: {} is listed twice", p.get_ref()));
+        } else {
+            subprotocols.push(p.get_ref().clone());
+        }
+    }
+    let bytes = 1..=WS_PAYLOAD_BYTES_CEILING as i64;
+    let ms = 1..=SERVER_TIMEOUT_MS_MAX;
+    Some(WebSocketSettings {
+        route_selection,
+        subprotocols,
+        frame_bytes_max: int(
+            errs,
+            r.frame_bytes_max.as_ref(),
+            "frame_bytes_max",
+            bytes.clone(),
+            WS_FRAME_BYTES_MAX,
+        ),
+        message_bytes_max: int(
+            errs,
+            r.message_bytes_max.as_ref(),
+            "message_bytes_max",
+            bytes,
+            WS_MESSAGE_BYTES_MAX,
+        ),
+        idle_timeout_ms: int(
+            errs,
+            r.idle_timeout_ms.as_ref(),
+            "idle_timeout_ms",
+            ms.clone(),
+            WS_IDLE_TIMEOUT_MS,
+        ),
+        connection_age_max_ms: int(
+            errs,
+            r.connection_age_max_ms.as_ref(),
+            "connection_age_max_ms",
+            1..=WS_CONNECTION_AGE_MS_MAX,
+            WS_CONNECTION_AGE_MAX_MS,
+        ),
+        ping_interval_ms: int(
+            errs,
+            r.ping_interval_ms.as_ref(),
+            "ping_interval_ms",
+            0..=SERVER_TIMEOUT_MS_MAX,
+            WS_PING_INTERVAL_MS,
+        ),
+    })
+}
+
+/// A route of a websocket API: `$connect`, `$disconnect`, `$default` or a message route key.
+fn ws_route(
+    errs: &mut Errors,
+    raw: &S<RawRoute>,
+    stages: &[StageConfig],
+    keys: &mut HashMap<String, usize>,
+) -> RouteConfig {
+    let r = raw.get_ref();
+    let key_text = match &r.key {
+        None => {
+            errs.at(
+                raw,
+                "route needs a key, e.g. key = \"$connect\", \"$default\" or \"sendMessage\"",
+            );
+            String::new()
+        }
+        Some(k) => {
+            let text = k.get_ref();
+            let special = WS_SPECIAL_KEYS.contains(&text.as_str());
+            if !special && text.starts_with('$') {
+                errs.at(
+                    k,
+                    format!(
+                        "route key {text:?}: keys starting with '$' are reserved \
+                         ($connect, $disconnect, $default)"
+                    ),
+                );
+            } else if text.is_empty()
+                || text.chars().count() > WS_ROUTE_KEY_CHARS_MAX
+                || text.chars().any(char::is_control)
+            {
+                errs.at(
+                    k,
+                    format!(
+                        "route key {text:?}: expected 1..={WS_ROUTE_KEY_CHARS_MAX} characters \
+                         without control characters"
+                    ),
+                );
+            } else if let Some(&first) = keys.get(text) {
+                let message = format!(
+                    "duplicate route key {text} (first at line {})",
+                    errs.line(first)
+                );
+                errs.at(k, message);
+            } else {
+                keys.insert(text.clone(), k.span().start);
+            }
+            text.clone()
+        }
+    };
+    if let Some(b) = &r.body_bytes_max {
+        errs.at(
+            b,
+            "body_bytes_max is for HTTP APIs; a websocket API limits messages with message_bytes_max",
+        );
+    }
+    let lifecycle = key_text == "$connect" || key_text == "$disconnect";
+    let return_response = match &r.return_response {
+        Some(rr) if *rr.get_ref() && lifecycle => {
+            errs.at(
+                rr,
+                format!("return_response: {key_text} has no client message to answer"),
+            );
+            false
+        }
+        Some(rr) => *rr.get_ref(),
+        None => false,
+    };
+    let scope = Scope { key: None, stages };
+    let integration = match &r.integration {
+        None => {
+            errs.at(
+                raw,
+                "route needs an integration, e.g. integration = { type = \"mock\", echo = true }",
+            );
+            placeholder_integration()
+        }
+        Some(i) => ws_integration(errs, i, &scope, lifecycle),
+    };
+    if return_response
+        && !matches!(integration, IntegrationConfig::Http { .. })
+        && let Some(rr) = &r.return_response
+    {
+        errs.at(
+            rr,
+            "return_response is for http integrations (a mock always sends its body, echo the message)",
+        );
+    }
+    RouteConfig {
+        key: RouteKey::Default,
+        key_text,
+        body_bytes_max: None,
+        integration,
+        return_response,
+    }
+}
+
+/// A websocket route's integration: `mock` (status and body, or `echo = true`) or `http`.
+fn ws_integration(
+    errs: &mut Errors,
+    raw: &S<RawIntegration>,
+    scope: &Scope,
+    lifecycle: bool,
+) -> IntegrationConfig {
+    let r = raw.get_ref();
+    let Some(kind) = &r.kind else {
+        errs.at(raw, "integration needs a type: \"mock\" or \"http\"");
+        return placeholder_integration();
+    };
+    let not_field = |errs: &mut Errors, at: Option<usize>, field: &str, kind: &str, takes: &str| {
+        if let Some(at) = at {
+            errs.at_offset(
+                at,
+                format!(
+                    "{field} is not a field of a {kind} integration of a websocket API (it takes {takes})"
+                ),
+            );
+        }
+    };
+    let start = |v: &Option<S<i64>>| v.as_ref().map(|v| v.span().start);
+    match kind.get_ref().as_str() {
+        "mock" => {
+            let takes = "status, body, echo";
+            not_field(
+                errs,
+                r.uri.as_ref().map(|v| v.span().start),
+                "uri",
+                "mock",
+                takes,
+            );
+            not_field(errs, start(&r.timeout_ms), "timeout_ms", "mock", takes);
+            not_field(
+                errs,
+                r.headers.as_ref().map(|v| v.span().start),
+                "headers",
+                "mock",
+                takes,
+            );
+            if let Some(e) = &r.echo
+                && *e.get_ref()
+            {
+                if lifecycle {
+                    errs.at(e, "echo: $connect and $disconnect have no message to echo");
+                }
+                if r.status.is_some() || r.body.is_some() {
+                    errs.at(
+                        e,
+                        "echo = true sends the message back: it takes no status or body",
+                    );
+                }
+                return IntegrationConfig::Echo;
+            }
+            let m = mock(errs, r, scope);
+            if let (IntegrationConfig::Mock { body, .. }, Some(b)) = (&m, &r.body)
+                && let Some(p) = body.path_params().next()
+            {
+                errs.at(
+                    b,
+                    format!("a websocket route has no path parameters (found {{{p}}})"),
+                );
+            }
+            m
+        }
+        "http" => {
+            let takes = "uri, timeout_ms";
+            not_field(errs, start(&r.status), "status", "http", takes);
+            not_field(
+                errs,
+                r.headers.as_ref().map(|v| v.span().start),
+                "headers",
+                "http",
+                takes,
+            );
+            not_field(
+                errs,
+                r.body.as_ref().map(|v| v.span().start),
+                "body",
+                "http",
+                takes,
+            );
+            not_field(
+                errs,
+                r.echo.as_ref().map(|v| v.span().start),
+                "echo",
+                "http",
+                takes,
+            );
+            let IntegrationConfig::HttpProxy { uri, timeout_ms } = http_proxy(errs, raw, scope)
+            else {
+                return placeholder_integration();
+            };
+            if let (Some(p), Some(u)) = (uri.path_params().next(), &r.uri) {
+                errs.at(
+                    u,
+                    format!("a websocket route has no path parameters (found {{{p}}})"),
+                );
+            }
+            IntegrationConfig::Http { uri, timeout_ms }
+        }
+        "http_proxy" => {
+            errs.at(
+                kind,
+                "a websocket route's integration is \"mock\" or \"http\" (the event JSON POSTed to a backend)",
+            );
+            placeholder_integration()
+        }
+        other => {
+            errs.at(
+                kind,
+                format!("type: expected \"mock\" or \"http\", got {other:?}"),
+            );
+            placeholder_integration()
+        }
+    }
+}
+
 fn placeholder_integration() -> IntegrationConfig {
     IntegrationConfig::Mock {
         status: 200,
@@ -923,13 +1291,25 @@ fn integration(errs: &mut Errors, raw: &S<RawIntegration>, scope: &Scope) -> Int
         "mock" => {
             not_a_field(errs, "mock", "uri", r.uri.as_ref());
             not_a_field(errs, "mock", "timeout_ms", r.timeout_ms.as_ref());
+            if let Some(e) = &r.echo {
+                errs.at(e, "echo is for mock integrations of websocket APIs");
+            }
             mock(errs, r, scope)
         }
         "http_proxy" => {
             not_a_field(errs, "http_proxy", "status", r.status.as_ref());
             not_a_field(errs, "http_proxy", "headers", r.headers.as_ref());
             not_a_field(errs, "http_proxy", "body", r.body.as_ref());
+            not_a_field(errs, "http_proxy", "echo", r.echo.as_ref());
             http_proxy(errs, raw, scope)
+        }
+        "http" => {
+            errs.at(
+                kind,
+                "type \"http\" (the event JSON POSTed to a backend) is for websocket APIs; \
+                 an HTTP API forwards requests with \"http_proxy\"",
+            );
+            placeholder_integration()
         }
         other => {
             errs.at(
@@ -1673,7 +2053,7 @@ key = "GET /a/{id}"
 integration = { type = "http_proxy", uri = "https://b/{id}" }
 [[api]]
 name = "shop"
-protocol = "websocket"
+protocol = "rest"
 [[api.route]]
 key = "FETCH /"
 [[api.stage]]
@@ -1697,7 +2077,7 @@ name = "$default"
                 "13:7: duplicate route key GET /a/{id} (first at line 10)",
                 "14:44: https backends are not supported yet (expected an http:// uri)",
                 "16:8: duplicate API name shop (first at line 7)",
-                "17:12: websocket APIs are not supported yet",
+                r#"17:12: protocol: expected "http" or "websocket", got "rest""#,
                 "18:1: route needs an integration, e.g. integration = { type = \"mock\" }",
                 r#"19:7: route key "FETCH /": unknown method "FETCH" (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or ANY)"#,
                 "23:8: duplicate stage name $default (first at line 21)",
@@ -2356,6 +2736,281 @@ name = "$default"
         );
     }
 
+    // ---- websocket APIs ----
+
+    /// A websocket API (lines 3..=5), then `rest`.
+    fn ws(rest: &str) -> String {
+        format!("{HEAD}protocol = \"websocket\"\n{rest}")
+    }
+
+    const ECHO: &str =
+        "[[api.route]]\nkey = \"$default\"\nintegration = { type = \"mock\", echo = true }\n";
+
+    #[test]
+    fn websocket_api_parses() {
+        let c = ok(r#"[server]
+listen = ["127.0.0.1:8080"]
+[[api]]
+name = "chat"
+protocol = "websocket"
+route_selection = "$request.body.action"
+subprotocols = ["v2.chat", "v1"]
+frame_bytes_max = 65536
+message_bytes_max = 1048576
+idle_timeout_ms = 60000
+connection_age_max_ms = 3600000
+ping_interval_ms = 0
+[[api.route]]
+key = "$connect"
+integration = { type = "http", uri = "http://127.0.0.1:9000/connect" }
+[[api.route]]
+key = "sendMessage"
+integration = { type = "http", uri = "http://${stageVariables.b}/send", timeout_ms = 3000 }
+return_response = true
+[[api.route]]
+key = "$default"
+integration = { type = "mock", body = "{\"error\":\"unknown action\"}" }
+[[api.route]]
+key = "echo"
+integration = { type = "mock", echo = true }
+[[api.stage]]
+name = "prod"
+variables = { b = "127.0.0.1:9001" }
+route_throttle = { sendMessage = { rate = 10, burst = 5 } }
+"#);
+        let a = api(&c);
+        assert_eq!(a.protocol, Protocol::Websocket);
+        let w = a.websocket.as_ref().unwrap();
+        assert_eq!(
+            *w,
+            WebSocketSettings {
+                route_selection: "$request.body.action".into(),
+                subprotocols: vec!["v2.chat".into(), "v1".into()],
+                frame_bytes_max: 65536,
+                message_bytes_max: 1_048_576,
+                idle_timeout_ms: 60_000,
+                connection_age_max_ms: 3_600_000,
+                ping_interval_ms: 0,
+            }
+        );
+        let keys: Vec<_> = a.routes.iter().map(|r| r.key_text.as_str()).collect();
+        assert_eq!(keys, ["$connect", "sendMessage", "$default", "echo"]);
+        assert!(a.routes.iter().all(|r| r.key == RouteKey::Default));
+        assert!(
+            matches!(a.routes[0].integration, IntegrationConfig::Http { timeout_ms, .. } if timeout_ms == INTEGRATION_TIMEOUT_MS)
+        );
+        assert!(matches!(
+            a.routes[1].integration,
+            IntegrationConfig::Http {
+                timeout_ms: 3000,
+                ..
+            }
+        ));
+        assert!(a.routes[1].return_response && !a.routes[0].return_response);
+        assert!(matches!(
+            a.routes[2].integration,
+            IntegrationConfig::Mock { status: 200, .. }
+        ));
+        assert_eq!(a.routes[3].integration, IntegrationConfig::Echo);
+        assert_eq!(
+            a.stages[0].route_throttle,
+            vec![("sendMessage".to_string(), Throttle { rate: 10, burst: 5 })]
+        );
+    }
+
+    #[test]
+    fn websocket_defaults_are_amazons() {
+        let c = ok(&ws(ECHO));
+        let w = api(&c).websocket.clone().unwrap();
+        assert_eq!(w.route_selection, "$request.body.action");
+        assert!(w.subprotocols.is_empty());
+        assert_eq!(
+            (w.frame_bytes_max, w.message_bytes_max),
+            (32 * 1024, 128 * 1024)
+        );
+        assert_eq!(w.idle_timeout_ms, 10 * 60 * 1000);
+        assert_eq!(w.connection_age_max_ms, 2 * 60 * 60 * 1000);
+        assert_eq!(w.ping_interval_ms, WS_PING_INTERVAL_MS);
+        // An HTTP API has none.
+        assert_eq!(api(&ok(&with_route("{ type = \"mock\" }"))).websocket, None);
+    }
+
+    #[test]
+    fn websocket_api_errors() {
+        one_error(
+            &ws(&format!("route_selection = \"$request.header.x\"\n{ECHO}")),
+            6,
+            "route_selection: route selection expression \"$request.header.x\"",
+        );
+        one_error(
+            &ws(&format!("frame_bytes_max = 0\n{ECHO}")),
+            6,
+            "frame_bytes_max: expected 1..=67108864, got 0",
+        );
+        one_error(
+            &ws(&format!("idle_timeout_ms = 0\n{ECHO}")),
+            6,
+            "idle_timeout_ms: expected 1..=86400000",
+        );
+        one_error(
+            &ws(&format!("ping_interval_ms = -1\n{ECHO}")),
+            6,
+            "ping_interval_ms: expected 0..=86400000",
+        );
+        one_error(
+            &ws(&format!("subprotocols = [\"a b\"]\n{ECHO}")),
+            6,
+            "subprotocols: \"a b\" is not a token",
+        );
+        one_error(
+            &ws(&format!("subprotocols = [\"a\", \"a\"]\n{ECHO}")),
+            6,
+            "subprotocols: a is listed twice",
+        );
+        let route = |key: &str, integration: &str, extra: &str| {
+            ws(&format!(
+                "[[api.route]]\nkey = {key:?}\nintegration = {integration}\n{extra}"
+            ))
+        };
+        one_error(
+            &route("$foo", "{ type = \"mock\" }", ""),
+            7,
+            "keys starting with '$' are reserved",
+        );
+        one_error(
+            &route("", "{ type = \"mock\" }", ""),
+            7,
+            "expected 1..=128 characters",
+        );
+        one_error(
+            &route("a\tb", "{ type = \"mock\" }", ""),
+            7,
+            "without control characters",
+        );
+        one_error(
+            &ws(
+                "[[api.route]]\nkey = \"a\"\nintegration = { type = \"mock\" }\n[[api.route]]\nkey = \"a\"\nintegration = { type = \"mock\" }\n",
+            ),
+            10,
+            "duplicate route key a (first at line 7)",
+        );
+        one_error(
+            &route("$connect", "{ type = \"mock\", echo = true }", ""),
+            8,
+            "echo: $connect and $disconnect have no message to echo",
+        );
+        one_error(
+            &route("a", "{ type = \"mock\", echo = true, body = \"x\" }", ""),
+            8,
+            "echo = true sends the message back: it takes no status or body",
+        );
+        one_error(
+            &route("a", "{ type = \"mock\", headers = { a = \"b\" } }", ""),
+            8,
+            "headers is not a field of a mock integration of a websocket API",
+        );
+        one_error(
+            &route(
+                "a",
+                "{ type = \"mock\", body = \"${request.path.id}\" }",
+                "",
+            ),
+            8,
+            "a websocket route has no path parameters (found {id})",
+        );
+        one_error(
+            &route("a", "{ type = \"http\", uri = \"http://b/{id}\" }", ""),
+            8,
+            "a websocket route has no path parameters (found {id})",
+        );
+        one_error(
+            &route("a", "{ type = \"http\" }", ""),
+            8,
+            "integration needs a uri",
+        );
+        one_error(
+            &route(
+                "a",
+                "{ type = \"http\", uri = \"http://b\", body = \"x\" }",
+                "",
+            ),
+            8,
+            "body is not a field of a http integration of a websocket API (it takes uri, timeout_ms)",
+        );
+        one_error(
+            &route("a", "{ type = \"http_proxy\", uri = \"http://b\" }", ""),
+            8,
+            "a websocket route's integration is \"mock\" or \"http\"",
+        );
+        one_error(
+            &route("a", "{ type = \"lambda\" }", ""),
+            8,
+            "type: expected \"mock\" or \"http\", got \"lambda\"",
+        );
+        one_error(
+            &route(
+                "$disconnect",
+                "{ type = \"http\", uri = \"http://b\" }",
+                "return_response = true\n",
+            ),
+            9,
+            "return_response: $disconnect has no client message to answer",
+        );
+        one_error(
+            &route("a", "{ type = \"mock\" }", "return_response = true\n"),
+            9,
+            "return_response is for http integrations",
+        );
+        one_error(
+            &route("a", "{ type = \"mock\" }", "body_bytes_max = 5\n"),
+            9,
+            "body_bytes_max is for HTTP APIs",
+        );
+        one_error(
+            &ws(&format!(
+                "{ECHO}[[api.stage]]\nname = \"p\"\nroute_throttle = {{ nope = {{ rate = 1, burst = 1 }} }}\n"
+            )),
+            11,
+            "route_throttle: API a has no route \"nope\"",
+        );
+    }
+
+    #[test]
+    fn websocket_keys_in_http_apis_are_refused() {
+        one_error(
+            &format!(
+                "{HEAD}route_selection = \"$request.body.a\"\n[[api.route]]\nkey = \"GET /\"\nintegration = {{ type = \"mock\" }}\n"
+            ),
+            5,
+            "route_selection is for websocket APIs",
+        );
+        one_error(
+            &format!(
+                "{HEAD}idle_timeout_ms = 5\n[[api.route]]\nkey = \"GET /\"\nintegration = {{ type = \"mock\" }}\n"
+            ),
+            5,
+            "idle_timeout_ms is for websocket APIs",
+        );
+        one_error(
+            &with_route("{ type = \"mock\", echo = true }"),
+            7,
+            "echo is for mock integrations of websocket APIs",
+        );
+        one_error(
+            &with_route("{ type = \"http\", uri = \"http://b\" }"),
+            7,
+            "type \"http\" (the event JSON POSTed to a backend) is for websocket APIs",
+        );
+        one_error(
+            &format!(
+                "{}return_response = true\n",
+                with_route("{ type = \"mock\" }")
+            ),
+            8,
+            "return_response is for routes of websocket APIs",
+        );
+    }
+
     /// Lines of valid and invalid configs, to shuffle into mostly-parseable garbage.
     const LINES: &[&str] = &[
         "[server]",
@@ -2389,6 +3044,13 @@ name = "$default"
         "variables = { v = \"\\r\\n\", h = \"b:80\" }",
         "variables = { h = \"[::1]:x\" }",
         "status = 101",
+        "route_selection = \"$request.body.a\"",
+        "integration = { type = \"mock\", echo = true }",
+        "integration = { type = \"http\", uri = \"http://b/x\" }",
+        "return_response = true",
+        "key = \"sendMessage\"",
+        "key = \"$connect\"",
+        "frame_bytes_max = 0",
     ];
 
     proptest! {

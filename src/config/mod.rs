@@ -3,7 +3,7 @@
 //!
 //! This module owns what a valid config is. It does not own serving: `runtime` swaps snapshots.
 
-mod compile;
+pub(crate) mod compile;
 mod load;
 mod model;
 pub mod template;

@@ -82,8 +82,30 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
-    /// Refused by `load` for now ("websocket APIs are not supported yet").
+    /// Routes are `$connect`, `$disconnect`, `$default` and message route keys; see
+    /// `ApiConfig::websocket`.
     Websocket,
+}
+
+/// The settings of a `protocol = "websocket"` API (keys of its `[[api]]` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// `route_selection`, checked by `RouteSelection::parse`; default `$request.body.action`.
+    pub route_selection: String,
+    /// `subprotocols`: offered subprotocols the gateway may accept, in its order of preference
+    /// (the client's order decides among these). Tokens, unique.
+    pub subprotocols: Vec<String>,
+    /// Payload bytes of one inbound frame (close 1009 above).
+    pub frame_bytes_max: usize,
+    /// Payload bytes of one inbound message, all fragments (close 1009 above).
+    pub message_bytes_max: usize,
+    /// No message from the client for this long: close 1001.
+    pub idle_timeout_ms: u64,
+    /// A connection older than this is closed with 1001.
+    pub connection_age_max_ms: u64,
+    /// Nothing received for this long: send a ping; nothing again for as long: the peer is
+    /// gone (close). 0: no pings.
+    pub ping_interval_ms: u64,
 }
 
 /// `[[api]]`
@@ -97,7 +119,9 @@ pub struct ApiConfig {
     /// Without leading or trailing '/'; never empty (`None` instead); segments of unreserved
     /// characters, none empty, `.` or `..`.
     pub base_path: Option<String>,
-    /// Never empty; no two with equal `key`.
+    /// `Some` exactly when `protocol` is `Websocket`.
+    pub websocket: Option<WebSocketSettings>,
+    /// Never empty; no two with equal `key` (HTTP APIs) or `key_text` (websocket APIs).
     pub routes: Vec<RouteConfig>,
     /// Never empty: an API without stages gets an implicit `$default` stage. Names unique.
     /// Every stage defines every stage variable any template of the API references.
@@ -108,9 +132,15 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// At most `PATH_PARAMS_MAX` parameters; every path parameter a template references is one.
+    /// Always `RouteKey::Default` in a websocket API, whose route keys are `key_text`.
     pub key: RouteKey,
-    /// The key as written, for metrics labels and logs.
+    /// The key as written, for metrics labels and logs. In a websocket API: `$connect`,
+    /// `$disconnect`, `$default` or a message route key (1..=128 characters, no control
+    /// character, not starting with `$`).
     pub key_text: String,
+    /// Websocket APIs: an `http` integration's response body is sent to the client as a
+    /// message. Never set on `$connect`/`$disconnect` routes or in HTTP APIs.
+    pub return_response: bool,
     /// `None`: `server.body_bytes_max`.
     pub body_bytes_max: Option<u64>,
     pub integration: IntegrationConfig,
@@ -136,6 +166,12 @@ pub enum IntegrationConfig {
         /// 1..=600000.
         timeout_ms: u64,
     },
+    /// Websocket APIs, message routes only (`type = "mock", echo = true`): the message goes
+    /// back to its sender unchanged, text or binary.
+    Echo,
+    /// Websocket APIs only (`type = "http"`): the event JSON is POSTed to `uri`, which obeys
+    /// the rules of `HttpProxy::uri` and has no path parameters.
+    Http { uri: Template, timeout_ms: u64 },
 }
 
 /// `[[api.stage]]`

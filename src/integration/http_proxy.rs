@@ -51,6 +51,12 @@ pub struct Exchange {
     pub client_read_timeout: Duration,
     pub head_limits: HeadLimits,
     pub connect_timeout: Duration,
+    /// A WebSocket upgrade (`is_websocket_upgrade`): its `Upgrade` and `Connection` go to the
+    /// backend, and a `101` from it is relayed instead of refused.
+    pub upgrade: bool,
+    /// Set by `forward` when the backend switched protocols: the connection to relay with
+    /// (`tunnel::relay`), holding any bytes the backend sent after its `101`.
+    pub upgraded: Option<UpstreamConn>,
 }
 
 /// How a forward ended when it did not complete.
@@ -68,6 +74,15 @@ pub struct Relayed {
     pub status: u16,
     /// The client connection may carry another request.
     pub keep_alive: bool,
+}
+
+/// An HTTP/1.1 `Upgrade: websocket` request (with `Connection: upgrade`), which an
+/// `http_proxy` route forwards as such.
+pub fn is_websocket_upgrade(head: &RequestHead<'_, '_>) -> bool {
+    head.upgrade.is_some_and(|u| {
+        u.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+    })
 }
 
 /// Writes the request head for the backend into `req`.
@@ -140,6 +155,12 @@ pub fn render_request(
         encode::header(req, b"x-forwarded-host", h.as_bytes());
     }
     encode::header(req, b"x-request-id", request_id.as_bytes());
+    if is_websocket_upgrade(head) {
+        // Hop-by-hop, so dropped above; an upgrade is the one case they are meant for the
+        // next hop. The Sec-WebSocket-* headers are end-to-end and went through.
+        encode::header(req, b"connection", b"upgrade");
+        encode::header(req, b"upgrade", b"websocket");
+    }
     match head.framing {
         Framing::Length(n) => encode::header_u64(req, b"content-length", n),
         Framing::Chunked => encode::header(req, b"transfer-encoding", b"chunked"),
@@ -250,6 +271,14 @@ pub async fn forward(
         }
     };
     up.uses += 1;
+    if resp.status == 101 {
+        compact(&mut up.buf, resp.head_len);
+        x.upgraded = Some(up);
+        return Ok(Relayed {
+            status: 101,
+            keep_alive: false,
+        });
+    }
     relay_response(ctx, down, up, x, resp, target.timeout_ms).await
 }
 
@@ -271,7 +300,8 @@ fn take_body(down: &mut Downstream, req: &mut Vec<u8>, x: &mut Exchange) -> Resu
     Ok(())
 }
 
-async fn acquire(
+/// A pooled connection to `addr`, or a fresh one made before `connect_by`.
+pub(crate) async fn acquire(
     ctx: &CoreCtx,
     addr: SocketAddr,
     connect_by: Instant,
@@ -395,6 +425,15 @@ async fn exchange_head(
                     compact(&mut up.buf, n);
                     continue;
                 }
+                Ok(Some(h)) if h.status == 101 && x.upgrade => {
+                    render_switching_head(&mut down.out, &h, x);
+                    return Ok(RespHead {
+                        status: 101,
+                        framing: Framing::Empty,
+                        keep_alive: false,
+                        head_len: h.head_len,
+                    });
+                }
                 Ok(Some(h)) if h.status == 101 => {
                     return Err(Stale::Fail(Failure::Respond(
                         ErrorKind::BadGateway,
@@ -506,6 +545,28 @@ fn render_client_head(
     encode::end_head(out);
 }
 
+/// The client's `101`: the backend's headers (its `Sec-WebSocket-Accept` and
+/// `Sec-WebSocket-Protocol` among them) with `Connection`/`Upgrade` set for this hop.
+fn render_switching_head(out: &mut Vec<u8>, h: &http1::ResponseHead<'_, '_>, x: &Exchange) {
+    encode::status_line(out, 101);
+    let connection = http1::header_value(h.headers, "connection").unwrap_or(b"");
+    for f in h.headers {
+        let name = f.name.as_bytes();
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"x-request-id")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || http1::has_token(connection, f.name)
+        {
+            continue;
+        }
+        encode::header(out, name, f.value);
+    }
+    encode::header(out, b"connection", b"upgrade");
+    encode::header(out, b"upgrade", b"websocket");
+    encode::header(out, b"x-request-id", x.request_id.as_bytes());
+    encode::end_head(out);
+}
+
 fn client_chunked(x: &Exchange, framing: Framing) -> bool {
     matches!(framing, Framing::Chunked | Framing::UntilClose) && !x.http10 && !x.is_head
 }
@@ -585,7 +646,7 @@ async fn relay_response(
     Ok(relayed)
 }
 
-fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
+pub(crate) fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
     if buf.capacity() - buf.len() < 4096 {
         let want = (buf.capacity() * 2).clamp(
             crate::limits::READ_BUF_BYTES,
@@ -596,7 +657,7 @@ fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
     buf
 }
 
-async fn write_by(
+pub(crate) async fn write_by(
     ctx: &CoreCtx,
     stream: &TcpStream,
     buf: Vec<u8>,

@@ -24,6 +24,9 @@ pub enum ToCore {
     /// Test hook (`admin.debug_endpoints`): block this core's thread for the duration, as a stuck
     /// event loop would.
     Stall(std::time::Duration),
+    /// A `/@connections/{id}` request for a WebSocket connection this core owns (by the core
+    /// index in the id); the core answers on the command's reply channel.
+    WebSocket(crate::websocket::registry::AdminCommand),
 }
 
 /// Core → control thread.

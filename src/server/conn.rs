@@ -10,6 +10,9 @@
 //!   → response into the output buffer; written before the next read (pipelined responses
 //!     are written together) → metrics
 //! ```
+//! Upgrades leave this loop: a websocket API's stage hands the socket to
+//! `websocket::conn::serve`; an `http_proxy` route whose backend answers `101` to a WebSocket
+//! upgrade relays bytes both ways (`integration::tunnel`); either way the connection then ends.
 //! Parsing and planning are synchronous and borrow the read buffer; everything that waits on
 //! I/O works on owned state (`Exchange`), so no head outlives a read.
 
@@ -75,6 +78,8 @@ enum Plan {
         snap: Rc<CoreSnapshot>,
         route: RouteRef,
     },
+    /// An upgrade to a websocket API's stage: the connection becomes a WebSocket task.
+    WebSocket(Box<crate::websocket::conn::UpgradeRequest>),
     /// The head was refused; the error response is in `out`; close after writing.
     Refuse {
         status: u16,
@@ -214,6 +219,20 @@ impl Conn {
                     // Boxed: the proxy's state machine is several times the size of the rest,
                     // and only proxied requests should pay for it (idle connections stay small).
                     Box::pin(self.proxy(x, slot, &snap, route)).await
+                }
+                Plan::WebSocket(up) => {
+                    // Earlier pipelined responses go first; the socket is the WebSocket's now.
+                    if self.down.flush().await.is_err() {
+                        return;
+                    }
+                    Box::pin(crate::websocket::conn::serve(
+                        &self.ctx,
+                        &mut self.down,
+                        *up,
+                        self.peer,
+                    ))
+                    .await;
+                    return;
                 }
             };
             served += 1;
@@ -374,6 +393,14 @@ impl Conn {
             return After::Close;
         }
         match http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await {
+            Ok(r) if x.upgraded.is_some() => {
+                // The backend switched to WebSocket: relay both ways until either side closes.
+                self.record(slot, r.status, x.started);
+                if let Some(up) = x.upgraded.take() {
+                    crate::integration::tunnel::relay(&self.ctx, &mut self.down, up).await;
+                }
+                After::Close
+            }
             Ok(r) => {
                 self.record(slot, r.status, x.started);
                 if r.keep_alive {
@@ -516,6 +543,8 @@ fn plan_head(
             headers_max: server.headers_max,
         },
         connect_timeout: Duration::from_millis(server.upstream_connect_timeout_ms),
+        upgrade: false,
+        upgraded: None,
     };
     let head_len = head.head_len;
     let resp_start = out.len();
@@ -558,6 +587,28 @@ fn plan_head(
                 x,
             }
         }
+        Decision::WebSocket { slot, route } => {
+            let request_id = x.request_id;
+            match crate::websocket::conn::plan_upgrade(
+                ctx,
+                snap,
+                (route.api, route.stage, slot),
+                head,
+                started,
+                request_id,
+            ) {
+                Ok(up) => Plan::WebSocket(Box::new(up)),
+                Err(refusal) => {
+                    refusal.write(out, &date, &request_id);
+                    Plan::Refuse {
+                        status: refusal.status,
+                        slot,
+                        started,
+                        why: refusal.why,
+                    }
+                }
+            }
+        }
         Decision::Proxy {
             slot,
             route,
@@ -566,6 +617,7 @@ fn plan_head(
         } => {
             x.body_limit = body_limit;
             req.clear();
+            x.upgrade = http_proxy::is_websocket_upgrade(head);
             http_proxy::render_request(req, head, target, params, peer, &x.request_id);
             Plan::Proxy {
                 x,

@@ -39,6 +39,8 @@ pub enum AdminRequest {
     Reload(Sender<Result<u64, Vec<String>>>),
     /// Merged Prometheus text.
     Metrics(Sender<String>),
+    /// `/@connections/{id}`: forwarded to the core that owns the connection.
+    WebSocket(crate::websocket::registry::AdminCommand),
 }
 
 /// State the admin thread reads without asking the control thread.
@@ -132,6 +134,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         LeaseConfig::with_tick_ms(snap.config.account.reconcile_tick_ms),
     );
     snap.attach_limits(&mut limiter, nanos_since(epoch));
+    // First leases go in with each core's start, so the first request finds tokens.
+    let mut first_grants: Vec<Option<crate::ratelimit::Grant>> = (0..cores).map(|_| None).collect();
+    for grant in limiter.tick(nanos_since(epoch)) {
+        let core = grant.core();
+        if let Some(slot) = first_grants.get_mut(core) {
+            *slot = Some(grant);
+        }
+    }
     let snap = Arc::new(snap);
 
     // Cores.
@@ -156,6 +166,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
             epoch,
             rx,
             tx: report_tx.clone(),
+            grant: first_grants.get_mut(id).and_then(Option::take),
         };
         let t = std::thread::Builder::new()
             .name(format!("tollgate-core-{id}"))
@@ -320,6 +331,7 @@ impl Control {
                     Ok(AdminRequest::Metrics(reply)) => {
                         let _ = reply.send(metrics::render(&self.collect_shards()));
                     }
+                    Ok(AdminRequest::WebSocket(cmd)) => self.forward_ws(cmd),
                     Ok(AdminRequest::Stall { core, duration, reply }) => {
                         let ok = self.core_tx.get(core).is_some_and(|tx| tx.send(ToCore::Stall(duration)).is_ok());
                         let _ = reply.send(ok);
@@ -380,6 +392,25 @@ impl Control {
                 }
             }
             FromCore::Ready { .. } | FromCore::Swapped { .. } | FromCore::Stopped { .. } => {}
+        }
+    }
+
+    /// Hands a `/@connections` command to the core named in the connection id; the core
+    /// answers the admin thread directly. Never blocks: a full channel answers 503.
+    fn forward_ws(&self, cmd: crate::websocket::registry::AdminCommand) {
+        use crate::websocket::registry::AdminReply;
+        let Some(tx) = self.core_tx.get(usize::from(cmd.id.core())) else {
+            // An id from another process (or node): no such connection here.
+            let _ = cmd.reply.send(AdminReply::Gone);
+            return;
+        };
+        match tx.try_send(ToCore::WebSocket(cmd)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(ToCore::WebSocket(cmd)))
+            | Err(crossbeam_channel::TrySendError::Disconnected(ToCore::WebSocket(cmd))) => {
+                let _ = cmd.reply.send(AdminReply::Unavailable);
+            }
+            Err(_) => {}
         }
     }
 

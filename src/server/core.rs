@@ -49,6 +49,8 @@ pub struct CoreCtx {
     pending_reports: RefCell<Vec<crate::ratelimit::CoreReport>>,
     /// Reports to the control thread (early limiter asks; the tick sends the rest).
     report_tx: Sender<FromCore>,
+    /// This core's open WebSocket connections (`/@connections` reaches them through it).
+    pub ws: RefCell<crate::websocket::registry::Registry>,
     date: RefCell<DateCache>,
     /// Client connections open on this core (the drain waits for 0).
     open_conns: Cell<usize>,
@@ -84,6 +86,7 @@ impl CoreCtx {
             limiter: RefCell::new(limiter),
             pending_reports: RefCell::new(Vec::new()),
             report_tx,
+            ws: RefCell::new(crate::websocket::registry::Registry::new(id)),
             date: RefCell::new(DateCache::new()),
             open_conns: Cell::new(0),
             heartbeat,
@@ -215,6 +218,8 @@ pub struct CoreStart {
     pub epoch: Instant,
     pub rx: Receiver<ToCore>,
     pub tx: Sender<FromCore>,
+    /// The limiter shard's first lease, applied before the core serves.
+    pub grant: Option<crate::ratelimit::Grant>,
 }
 
 /// Runs one core until told to stop. Blocks the calling thread (the core's own thread).
@@ -229,6 +234,7 @@ pub fn run_core(start: CoreStart) {
         epoch,
         rx,
         tx,
+        grant,
     } = start;
     let rt = match crate::runtime::build_runtime(cpu) {
         Ok(rt) => rt,
@@ -246,6 +252,9 @@ pub fn run_core(start: CoreStart) {
     };
     rt.block_on(async move {
         let ctx = Rc::new(CoreCtx::new(id, snap, seed, heartbeat, epoch, tx.clone()));
+        if let Some(g) = grant {
+            ctx.limiter.borrow_mut().apply(g);
+        }
         let mut accepting = Vec::new();
         for l in listeners {
             let addr = l.local_addr().ok();
@@ -354,6 +363,10 @@ async fn tick_loop(
                     drain_deadline = Some(deadline);
                 }
                 ToCore::Stall(d) => std::thread::sleep(d),
+                ToCore::WebSocket(cmd) => {
+                    let reply = ctx.ws.borrow().apply(&cmd.id, cmd.op);
+                    let _ = cmd.reply.send(reply);
+                }
             }
         }
     }

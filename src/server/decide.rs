@@ -69,6 +69,8 @@ pub enum Decision<'s> {
         target: &'s ProxyTarget,
         body_limit: u64,
     },
+    /// An upgrade to a websocket API's stage.
+    WebSocket { slot: u32, route: RouteRef },
 }
 
 impl Decision<'_> {
@@ -76,7 +78,8 @@ impl Decision<'_> {
         match self {
             Decision::Refuse { slot, .. }
             | Decision::Mock { slot, .. }
-            | Decision::Proxy { slot, .. } => *slot,
+            | Decision::Proxy { slot, .. }
+            | Decision::WebSocket { slot, .. } => *slot,
         }
     }
 }
@@ -155,6 +158,10 @@ pub fn decide<'s>(
             route: route_ref,
             target,
             body_limit: route.body_bytes_max,
+        },
+        CompiledIntegration::WebSocket(_) => Decision::WebSocket {
+            slot,
+            route: route_ref,
         },
     }
 }

@@ -51,6 +51,9 @@ struct Series {
     statuses: Vec<(u16, u64)>,
     /// Requests refused with 429, by the scope of the limit that refused (`THROTTLE_SCOPES`).
     throttled: [u64; 3],
+    /// WebSocket messages routed here (from clients) and sent to clients by this route.
+    ws_in: u64,
+    ws_out: u64,
 }
 
 /// Label values of `tollgate_throttled_total`'s `scope`, indexed as `record_throttled` takes them.
@@ -65,6 +68,18 @@ pub struct CoreMetrics {
     duration_sum_us: u64,
     connections_open: u64,
     connections_total: u64,
+    ws: WsCounts,
+}
+
+/// WebSocket connection counters of one core (or merged).
+#[derive(Debug, Clone, Default)]
+struct WsCounts {
+    open: u64,
+    total: u64,
+    /// Connections ended, by close code (1006: no close frame; 1005: a close without a code).
+    close_codes: Vec<(u16, u64)>,
+    /// Messages pushed through `POST /@connections/{id}`.
+    pushed: u64,
 }
 
 impl Default for CoreMetrics {
@@ -82,6 +97,7 @@ impl CoreMetrics {
             duration_sum_us: 0,
             connections_open: 0,
             connections_total: 0,
+            ws: WsCounts::default(),
         }
     }
 
@@ -96,6 +112,8 @@ impl CoreMetrics {
             labels: labels.clone(),
             statuses: Vec::new(),
             throttled: [0; 3],
+            ws_in: 0,
+            ws_out: 0,
         });
         self.index.insert(labels.clone(), i);
         i
@@ -132,6 +150,40 @@ impl CoreMetrics {
         self.connections_open = self.connections_open.saturating_sub(1);
     }
 
+    /// A WebSocket upgrade completed.
+    pub fn ws_opened(&mut self) {
+        self.ws.open += 1;
+        self.ws.total += 1;
+    }
+
+    /// A WebSocket connection ended with this close code.
+    pub fn ws_closed(&mut self, code: u16) {
+        self.ws.open = self.ws.open.saturating_sub(1);
+        match self.ws.close_codes.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.ws.close_codes.push((code, 1)),
+        }
+    }
+
+    /// A message from a client, routed to the route of `slot`.
+    pub fn ws_message_in(&mut self, slot: u32) {
+        if let Some(s) = self.series.get_mut(slot as usize) {
+            s.ws_in += 1;
+        }
+    }
+
+    /// A message sent to a client by the route of `slot`.
+    pub fn ws_message_out(&mut self, slot: u32) {
+        if let Some(s) = self.series.get_mut(slot as usize) {
+            s.ws_out += 1;
+        }
+    }
+
+    /// A message pushed to a client through the management API.
+    pub fn ws_pushed(&mut self) {
+        self.ws.pushed += 1;
+    }
+
     /// A copy to send to the control thread.
     pub fn shard(&self) -> MetricsShard {
         MetricsShard {
@@ -150,6 +202,13 @@ impl CoreMetrics {
             duration_sum_us: self.duration_sum_us,
             connections_open: self.connections_open,
             connections_total: self.connections_total,
+            ws_messages: self
+                .series
+                .iter()
+                .filter(|s| s.ws_in + s.ws_out > 0)
+                .map(|s| (s.labels.clone(), s.ws_in, s.ws_out))
+                .collect(),
+            ws: self.ws.clone(),
         }
     }
 }
@@ -172,6 +231,9 @@ pub struct MetricsShard {
     duration_sum_us: u64,
     connections_open: u64,
     connections_total: u64,
+    /// (labels, messages in, messages out) of routes with WebSocket traffic.
+    ws_messages: Vec<(Arc<str>, u64, u64)>,
+    ws: WsCounts,
 }
 
 impl MetricsShard {
@@ -215,6 +277,7 @@ pub fn render(shards: &[MetricsShard]) -> String {
     }
     let mut throttled: Vec<_> = throttled.into_iter().collect();
     throttled.sort_unstable();
+    let ws_text = render_ws(shards);
 
     let mut out = String::with_capacity(256 + rows.len() * 96);
     out.push_str(
@@ -267,6 +330,64 @@ pub fn render(shards: &[MetricsShard]) -> String {
     out.push_str("# HELP tollgate_connections_total Client connections accepted.\n");
     out.push_str("# TYPE tollgate_connections_total counter\n");
     let _ = writeln!(out, "tollgate_connections_total {total_conns}");
+    out.push_str(&ws_text);
+    out
+}
+
+/// The WebSocket families: connections open and opened, close codes, messages by route.
+fn render_ws(shards: &[MetricsShard]) -> String {
+    let mut messages: AHashMap<&str, (u64, u64)> = AHashMap::new();
+    let mut codes: AHashMap<u16, u64> = AHashMap::new();
+    let mut ws = WsCounts::default();
+    for sh in shards {
+        for (labels, i, o) in &sh.ws_messages {
+            let e = messages.entry(labels).or_default();
+            e.0 += i;
+            e.1 += o;
+        }
+        for &(code, n) in &sh.ws.close_codes {
+            *codes.entry(code).or_default() += n;
+        }
+        ws.open += sh.ws.open;
+        ws.total += sh.ws.total;
+        ws.pushed += sh.ws.pushed;
+    }
+    let mut messages: Vec<_> = messages.into_iter().collect();
+    messages.sort_unstable();
+    let mut codes: Vec<_> = codes.into_iter().collect();
+    codes.sort_unstable();
+    let mut out = String::with_capacity(512 + messages.len() * 160);
+    out.push_str("# HELP tollgate_websocket_connections_open WebSocket connections open now.\n");
+    out.push_str("# TYPE tollgate_websocket_connections_open gauge\n");
+    let _ = writeln!(out, "tollgate_websocket_connections_open {}", ws.open);
+    out.push_str("# HELP tollgate_websocket_connections_total WebSocket upgrades completed.\n");
+    out.push_str("# TYPE tollgate_websocket_connections_total counter\n");
+    let _ = writeln!(out, "tollgate_websocket_connections_total {}", ws.total);
+    out.push_str("# HELP tollgate_websocket_closes_total WebSocket connections ended, by close code (1006: closed without a close frame).\n");
+    out.push_str("# TYPE tollgate_websocket_closes_total counter\n");
+    for (code, n) in codes {
+        let _ = writeln!(
+            out,
+            "tollgate_websocket_closes_total{{code=\"{code}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP tollgate_websocket_messages_total WebSocket messages by API, stage, route and direction (in: from clients, out: to clients).\n");
+    out.push_str("# TYPE tollgate_websocket_messages_total counter\n");
+    for (labels, (i, o)) in messages {
+        let _ = writeln!(
+            out,
+            "tollgate_websocket_messages_total{{{labels},direction=\"in\"}} {i}"
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_websocket_messages_total{{{labels},direction=\"out\"}} {o}"
+        );
+    }
+    out.push_str(
+        "# HELP tollgate_websocket_pushed_total Messages sent through POST /@connections/{id}.\n",
+    );
+    out.push_str("# TYPE tollgate_websocket_pushed_total counter\n");
+    let _ = writeln!(out, "tollgate_websocket_pushed_total {}", ws.pushed);
     out
 }
 
@@ -324,6 +445,38 @@ mod tests {
         assert!(text.contains("tollgate_throttled_total{api=\"shop\",stage=\"prod\",route=\"GET /x\",scope=\"account\"} 2\n"), "{text}");
         assert!(text.contains("scope=\"route\"} 1\n"));
         assert!(!text.contains("scope=\"stage\""));
+    }
+
+    #[test]
+    fn websocket_counters_merge() {
+        let l = route_labels("chat", "prod", "send");
+        let mut c0 = CoreMetrics::new();
+        let mut c1 = CoreMetrics::new();
+        let (s0, s1) = (c0.slot(&l), c1.slot(&l));
+        c0.ws_opened();
+        c0.ws_opened();
+        c1.ws_opened();
+        c0.ws_message_in(s0);
+        c0.ws_message_out(s0);
+        c1.ws_message_in(s1);
+        c0.ws_closed(1000);
+        c1.ws_closed(1000);
+        c1.ws_closed(1006);
+        c1.ws_pushed();
+        let text = render(&[c0.shard(), c1.shard()]);
+        for line in [
+            // c0: 2 opened, 1 closed; c1: 1 opened, 2 closed (never below 0).
+            "tollgate_websocket_connections_open 1\n",
+            "tollgate_websocket_connections_total 3\n",
+            "tollgate_websocket_closes_total{code=\"1000\"} 2\n",
+            "tollgate_websocket_closes_total{code=\"1006\"} 1\n",
+            "tollgate_websocket_messages_total{api=\"chat\",stage=\"prod\",route=\"send\",direction=\"in\"} 2\n",
+            "tollgate_websocket_messages_total{api=\"chat\",stage=\"prod\",route=\"send\",direction=\"out\"} 1\n",
+            "tollgate_websocket_pushed_total 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(render(&[c1.shard()]).contains("tollgate_websocket_connections_open 0\n"));
     }
 
     #[test]

@@ -149,24 +149,36 @@ impl<'h> Upgrade<'h> {
         extra: &[(&str, &str)],
     ) {
         debug_assert!(protocol.is_none_or(|p| self.offers(p)));
-        out.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-        );
-        out.extend_from_slice(&self.accept.0);
-        out.extend_from_slice(b"\r\n");
-        if let Some(p) = protocol {
-            out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-            out.extend_from_slice(p.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        for (name, value) in extra {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        write_switching_protocols(out, &self.accept, protocol, extra);
+    }
+}
+
+/// Appends a `101 Switching Protocols` head for an upgrade already validated (its accept key
+/// kept, the request head gone), ending with the blank line. `protocol` must be one the
+/// client offered; `extra` headers are written as given and must be valid field text.
+pub fn write_switching_protocols(
+    out: &mut Vec<u8>,
+    accept: &AcceptKey,
+    protocol: Option<&str>,
+    extra: &[(&str, &str)],
+) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(&accept.0);
+    out.extend_from_slice(b"\r\n");
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The values of every header called `name` (lowercase), in order.

@@ -1,9 +1,15 @@
-//! WebSocket (RFC 6455, server side) as pure code: the opening handshake, the frame codec, the
-//! message decoder with its close handshake, route-key selection and connection ids.
+//! WebSocket (RFC 6455, server side) and WebSocket APIs.
 //!
-//! This module does no I/O, keeps no connection table and knows no routes or integrations: the
-//! connection driver owns the socket and drives these pieces. Nothing here allocates per frame
-//! once a connection's buffers have grown; a message that fits in one frame is never copied.
+//! The protocol core is pure code, with no I/O: the opening handshake (`handshake`), the frame
+//! codec (`frame`), the message decoder with its close handshake (`decoder`, `close`, `utf8`),
+//! route-key selection (`route_key`) and connection ids (`id`). Nothing there allocates per
+//! frame once a connection's buffers have grown; a message that fits in one frame is never
+//! copied. Around it, also without I/O: compiled websocket API stages and message routing
+//! (`api`), the event JSON sent to `http` integrations (`event`), and each core's table of open
+//! connections with the management API's commands (`registry`).
+//!
+//! `conn` is the one part that does I/O: the connection task that drives all of the above on a
+//! core's socket, as sketched below.
 //!
 //! # How a connection task drives it
 //!
@@ -41,11 +47,15 @@
 //! The read buffer contract: bytes a `decode` call did not consume are passed again, unchanged,
 //! at the start of the next call (the decoder has unmasked part of a frame in place).
 
+pub mod api;
 pub mod close;
+pub mod conn;
 pub mod decoder;
+pub mod event;
 pub mod frame;
 pub mod handshake;
 pub mod id;
+pub mod registry;
 pub mod route_key;
 pub mod utf8;
 

@@ -1123,3 +1123,347 @@ pub fn is_uuid_shape(s: &str) -> bool {
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket client and backends (std sockets; frames built with the crate's own masking and
+// parsed with its own header parser).
+
+/// A frame as received (server frames are never masked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl WsFrame {
+    pub fn text(&self) -> String {
+        assert_eq!(self.opcode, 1, "not a text frame: {self:?}");
+        String::from_utf8(self.payload.clone()).expect("UTF-8 text")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text()).expect("a JSON text message")
+    }
+
+    /// The code of a close frame (`None`: a close without payload).
+    pub fn close_code(&self) -> Option<u16> {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// The bytes of a masked client frame.
+pub fn ws_client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    static KEYS: AtomicU64 = AtomicU64::new(0x1234_5678);
+    let key = (KEYS.fetch_add(0x9E37_79B9, Ordering::Relaxed) as u32).to_be_bytes();
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let n = payload.len();
+    if n < 126 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    tollgate::websocket::frame::apply_mask(&mut out[start..], key, 0);
+    out
+}
+
+/// A WebSocket upgrade request for `path` with the RFC 6455 example key and `extra` headers.
+pub fn ws_upgrade_request(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", WS_KEY),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    headers.retain(|(n, _)| !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(n)));
+    headers.extend_from_slice(extra);
+    request("GET", path, &headers, b"")
+}
+
+/// RFC 6455 §1.3's key, and its accept value.
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A WebSocket client connection after a successful upgrade.
+pub struct WsClient {
+    pub c: Client,
+    /// The 101 response.
+    pub head: Response,
+}
+
+impl WsClient {
+    /// Upgrades at `path`; `Err` is the response when it was not a 101.
+    pub fn connect(
+        addr: SocketAddr,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<WsClient, Box<Response>> {
+        let mut c = Client::connect(addr);
+        c.send(&ws_upgrade_request(path, extra));
+        let head = c.read_response();
+        if head.status != 101 {
+            return Err(Box::new(head));
+        }
+        Ok(WsClient { c, head })
+    }
+
+    /// `connect`, panicking unless it upgraded.
+    pub fn open(addr: SocketAddr, path: &str) -> WsClient {
+        Self::connect(addr, path, &[])
+            .unwrap_or_else(|r| panic!("upgrade refused: {} {}", r.status, r.text()))
+    }
+
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.c.send(&ws_client_frame(fin, opcode, payload));
+    }
+
+    pub fn send_text(&mut self, s: &str) {
+        self.send_frame(true, 1, s.as_bytes());
+    }
+
+    pub fn send_binary(&mut self, b: &[u8]) {
+        self.send_frame(true, 2, b);
+    }
+
+    pub fn send_close(&mut self, code: u16) {
+        self.send_frame(true, 8, &code.to_be_bytes());
+    }
+
+    /// The next frame, or why there is none.
+    pub fn try_recv(&mut self) -> Result<WsFrame, ReadFail> {
+        use tollgate::websocket::frame::{HeaderStatus, parse_header};
+        loop {
+            if let Ok(HeaderStatus::Complete(h)) = parse_header(&self.c.buf) {
+                assert!(h.mask.is_none(), "server frames are not masked");
+                let total = h.header_len + h.payload_len as usize;
+                if self.c.buf.len() >= total {
+                    let payload = self.c.buf[h.header_len..total].to_vec();
+                    self.c.buf.drain(..total);
+                    return Ok(WsFrame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        payload,
+                    });
+                }
+            }
+            self.c.fill()?;
+        }
+    }
+
+    /// The next frame (panics when there is none).
+    pub fn recv(&mut self) -> WsFrame {
+        self.try_recv()
+            .unwrap_or_else(|e| panic!("no frame from the gateway: {e:?}"))
+    }
+
+    /// The next text message (answering nothing else; panics on another frame).
+    pub fn recv_text(&mut self) -> String {
+        self.recv().text()
+    }
+
+    /// Sends a text message and returns the text answer.
+    pub fn ask(&mut self, s: &str) -> String {
+        self.send_text(s);
+        self.recv_text()
+    }
+
+    /// Expects a close with `code`, answers it, and expects the TCP connection to end.
+    pub fn expect_close(&mut self, code: u16) {
+        let f = self.recv();
+        assert_eq!(f.close_code(), Some(code), "{f:?}");
+        let _ = self
+            .c
+            .stream
+            .write_all(&ws_client_frame(true, 8, &f.payload[..2]));
+        self.expect_eof();
+    }
+
+    /// Expects the gateway to close TCP with nothing more sent.
+    pub fn expect_eof(&mut self) {
+        match self.try_recv() {
+            Err(ReadFail::Closed(b)) if b.is_empty() => {}
+            other => panic!("expected the connection to end, got {other:?}"),
+        }
+    }
+
+    /// Closes with 1000 and waits for the gateway's answer and the end of the connection.
+    pub fn close(mut self) {
+        self.send_close(1000);
+        let f = self.recv();
+        assert_eq!(f.close_code(), Some(1000), "{f:?}");
+        self.expect_eof();
+    }
+}
+
+/// The core a connection id names (bytes 2..4 of its base64url-decoded 18 bytes).
+pub fn ws_id_core(id: &str) -> u16 {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .expect("a base64url id");
+    assert_eq!(raw.len(), 18, "{id}");
+    u16::from_be_bytes([raw[2], raw[3]])
+}
+
+/// An in-test WebSocket echo server on 127.0.0.1 port 0 (one thread per connection): the
+/// backend for proxied WebSockets. Records each upgrade request's head.
+pub struct WsEchoBackend {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl WsEchoBackend {
+    pub fn start() -> WsEchoBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws backend");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = ws_echo_conn(stream, &seen);
+                });
+            }
+        });
+        WsEchoBackend { addr, heads }
+    }
+
+    /// The upgrade request heads received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn ws_echo_conn(mut sock: TcpStream, seen: &Mutex<Vec<String>>) -> io::Result<()> {
+    use tollgate::websocket::{
+        CloseState, Decoder, DecoderLimits, Event, MessageKind, Opcode, Step, encode_close,
+        encode_close_reply, encode_frame, handshake,
+    };
+    let _ = sock.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    let head_len = loop {
+        let n = sock.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        let Some(end) = find(&buf[..filled], b"\r\n\r\n") else {
+            continue;
+        };
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        let _ = req.parse(&buf[..end + 4]);
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(String::from_utf8_lossy(&buf[..end + 4]).into_owned());
+        match handshake::validate(req.method.unwrap_or(""), req.headers) {
+            Ok(up) => {
+                let mut out = Vec::new();
+                let proto = up.offered_protocols().next();
+                up.write_response(&mut out, proto, &[("X-Backend", "ws-echo")]);
+                sock.write_all(&out)?;
+            }
+            Err(e) => {
+                write!(
+                    sock,
+                    "HTTP/1.1 {} No\r\ncontent-length: 0\r\n\r\n",
+                    e.status()
+                )?;
+                return Ok(());
+            }
+        }
+        break end + 4;
+    };
+    buf.copy_within(head_len..filled, 0);
+    filled -= head_len;
+    let mut dec = Decoder::new(DecoderLimits {
+        frame_bytes_max: 16 << 20,
+        message_bytes_max: 16 << 20,
+    });
+    let mut out = Vec::new();
+    loop {
+        let mut start = 0;
+        loop {
+            match dec.decode(&mut buf[start..filled]) {
+                Ok(Step::Event { event, consumed }) => {
+                    let input = &buf[start..filled];
+                    match event {
+                        Event::Message { kind, payload } => {
+                            let op = if kind == MessageKind::Text {
+                                Opcode::Text
+                            } else {
+                                Opcode::Binary
+                            };
+                            encode_frame(&mut out, op, dec.payload(input, &payload));
+                        }
+                        Event::Ping(r) => encode_frame(&mut out, Opcode::Pong, &input[r]),
+                        Event::Pong(_) => {}
+                        Event::Close { code, reply, .. } => {
+                            if reply {
+                                encode_close_reply(&mut out, code);
+                            }
+                            sock.write_all(&out)?;
+                            return Ok(());
+                        }
+                    }
+                    start += consumed;
+                }
+                Ok(Step::NeedMore {
+                    consumed,
+                    frame_bytes,
+                }) => {
+                    start += consumed;
+                    if buf.len() < frame_bytes {
+                        buf.resize(frame_bytes, 0);
+                    }
+                    break;
+                }
+                Err(code) => {
+                    if dec.state() == CloseState::Open {
+                        encode_close(&mut out, code, "");
+                    }
+                    sock.write_all(&out)?;
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty() {
+            sock.write_all(&out)?;
+            out.clear();
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = sock.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+    }
+}
+
+impl Gateway {
+    /// An admin request with a body (Content-Length), on a fresh connection.
+    pub fn admin_body(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        let mut c = Client::connect(self.admin);
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        c.send(&bytes);
+        c.read_response()
+    }
+}
