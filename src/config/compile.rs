@@ -47,6 +47,11 @@ impl Snapshot {
             for (key, t, _) in &route.throttles {
                 limits.push((key.clone(), Limit::per_second(t.rate, t.burst)));
             }
+            if let CompiledIntegration::WebSocket(ws) = &route.integration {
+                for (key, t, _) in ws.routes.iter().flat_map(|r| &r.throttles) {
+                    limits.push((key.clone(), Limit::per_second(t.rate, t.burst)));
+                }
+            }
         }
         limits.sort_by(|a, b| a.0.cmp(&b.0));
         limits.dedup_by(|a, b| a.0 == b.0);
@@ -60,6 +65,15 @@ impl Snapshot {
                         .iter()
                         .filter_map(|(k, _, _)| reconciler.id(k))
                         .collect();
+                    if let CompiledIntegration::WebSocket(ws) = &mut route.integration {
+                        for r in ws.routes.iter_mut() {
+                            r.limit_ids = r
+                                .throttles
+                                .iter()
+                                .filter_map(|(k, _, _)| reconciler.id(k))
+                                .collect();
+                        }
+                    }
                 }
             }
         }
@@ -277,7 +291,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
         let mut stages = Vec::with_capacity(api.stages.len());
         for stage in &api.stages {
             if api.protocol == Protocol::Websocket {
-                match crate::websocket::api::compile_stage(api, stage, &mut route_labels) {
+                match crate::websocket::api::compile_stage(&config, api, stage, &mut route_labels) {
                     Ok(ws) => {
                         route_labels.push(route_labels_for(&api.name, &stage.name, "$connect"));
                         stages.push(StageRoutes {
@@ -390,7 +404,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
 }
 
 /// The throttles a route passes, in checking order: account, stage, route.
-fn route_throttles(
+pub(crate) fn route_throttles(
     config: &Config,
     api: &super::ApiConfig,
     stage: &super::StageConfig,

@@ -203,6 +203,7 @@ struct RawApi {
     idle_timeout_ms: Option<S<i64>>,
     connection_age_max_ms: Option<S<i64>>,
     ping_interval_ms: Option<S<i64>>,
+    connection_throttle: Option<S<RawThrottle>>,
     #[serde(default)]
     route: Vec<S<RawRoute>>,
     #[serde(default)]
@@ -987,6 +988,11 @@ fn websocket_settings(
         ] {
             only(errs, v.as_ref().map(|v| v.span().start), field);
         }
+        only(
+            errs,
+            r.connection_throttle.as_ref().map(|v| v.span().start),
+            "connection_throttle",
+        );
         return None;
     }
     let route_selection = match &r.route_selection {
@@ -1054,6 +1060,10 @@ fn websocket_settings(
             0..=SERVER_TIMEOUT_MS_MAX,
             WS_PING_INTERVAL_MS,
         ),
+        connection_throttle: r
+            .connection_throttle
+            .as_ref()
+            .map(|t| throttle(errs, t, "connection_throttle")),
     })
 }
 
@@ -2760,6 +2770,7 @@ message_bytes_max = 1048576
 idle_timeout_ms = 60000
 connection_age_max_ms = 3600000
 ping_interval_ms = 0
+connection_throttle = { rate = 5, burst = 10 }
 [[api.route]]
 key = "$connect"
 integration = { type = "http", uri = "http://127.0.0.1:9000/connect" }
@@ -2791,6 +2802,7 @@ route_throttle = { sendMessage = { rate = 10, burst = 5 } }
                 idle_timeout_ms: 60_000,
                 connection_age_max_ms: 3_600_000,
                 ping_interval_ms: 0,
+                connection_throttle: Some(Throttle { rate: 5, burst: 10 }),
             }
         );
         let keys: Vec<_> = a.routes.iter().map(|r| r.key_text.as_str()).collect();

@@ -106,6 +106,9 @@ pub struct WebSocketSettings {
     /// Nothing received for this long: send a ping; nothing again for as long: the peer is
     /// gone (close). 0: no pings.
     pub ping_interval_ms: u64,
+    /// `connection_throttle`: messages per second and burst allowed to each connection (a
+    /// bucket of the connection's own: it lives on one core, so nothing to reconcile).
+    pub connection_throttle: Option<Throttle>,
 }
 
 /// `[[api]]`

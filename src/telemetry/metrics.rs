@@ -50,14 +50,14 @@ struct Series {
     /// By exact status code; a handful per route, so a linear scan beats a map.
     statuses: Vec<(u16, u64)>,
     /// Requests refused with 429, by the scope of the limit that refused (`THROTTLE_SCOPES`).
-    throttled: [u64; 3],
+    throttled: [u64; 4],
     /// WebSocket messages routed here (from clients) and sent to clients by this route.
     ws_in: u64,
     ws_out: u64,
 }
 
 /// Label values of `tollgate_throttled_total`'s `scope`, indexed as `record_throttled` takes them.
-pub const THROTTLE_SCOPES: [&str; 3] = ["account", "stage", "route"];
+pub const THROTTLE_SCOPES: [&str; 4] = ["account", "stage", "route", "connection"];
 
 /// One core's metrics. Not `Sync`; lives in the core's context.
 #[derive(Debug)]
@@ -111,7 +111,7 @@ impl CoreMetrics {
         self.series.push(Series {
             labels: labels.clone(),
             statuses: Vec::new(),
-            throttled: [0; 3],
+            throttled: [0; 4],
             ws_in: 0,
             ws_out: 0,
         });
@@ -226,7 +226,7 @@ type SeriesCounts = (Arc<str>, Vec<(u16, u64)>);
 #[derive(Debug, Clone)]
 pub struct MetricsShard {
     series: Vec<SeriesCounts>,
-    throttled: Vec<(Arc<str>, [u64; 3])>,
+    throttled: Vec<(Arc<str>, [u64; 4])>,
     duration_us: Histogram<u64>,
     duration_sum_us: u64,
     connections_open: u64,

@@ -7,6 +7,7 @@
 //! picks a route key out of a text message; a key with no route, a message that is not JSON, a
 //! binary message → `$default`. It does no I/O: `websocket::conn` runs what a route says.
 
+use crate::config::Throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct WsLimits {
     pub age_max: Duration,
     /// `None`: no keep-alive pings.
     pub ping_interval: Option<Duration>,
+    /// Messages per second and burst allowed to one connection.
+    pub connection_throttle: Option<Throttle>,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,10 @@ pub struct WsRoute {
     pub return_response: bool,
     /// Index into `Snapshot::route_labels` (messages in and out are counted per route).
     pub metric_id: usize,
+    /// The shared throttles a message on this route passes (account, stage, route), as for
+    /// HTTP routes; `limit_ids` are filled by `Snapshot::attach_limits`.
+    pub throttles: Vec<(String, Throttle, u8)>,
+    pub limit_ids: Vec<crate::ratelimit::LimitId>,
 }
 
 #[derive(Debug)]
@@ -106,6 +113,7 @@ impl WsStage {
 /// Errors are messages without a position (the config was validated by `load`; these are about
 /// the world, e.g. a backend that does not resolve).
 pub fn compile_stage(
+    config: &crate::config::Config,
     api: &ApiConfig,
     stage: &StageConfig,
     labels: &mut Vec<Arc<str>>,
@@ -167,6 +175,8 @@ pub fn compile_stage(
             integration,
             return_response: route.return_response,
             metric_id: labels.len() - 1,
+            throttles: crate::config::compile::route_throttles(config, api, stage, &route.key_text),
+            limit_ids: Vec::new(),
         });
     }
     if !errors.is_empty() {
@@ -197,6 +207,7 @@ pub fn compile_stage(
             age_max: Duration::from_millis(settings.connection_age_max_ms),
             ping_interval: (settings.ping_interval_ms > 0)
                 .then(|| Duration::from_millis(settings.ping_interval_ms)),
+            connection_throttle: settings.connection_throttle,
         },
         connect: find("$connect"),
         disconnect: find("$disconnect"),

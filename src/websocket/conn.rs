@@ -271,6 +271,7 @@ pub async fn serve(
         ping_sent: None,
         closing: None,
         end: None,
+        bucket: None,
     };
     session.run(rbuf).await;
     let (code, reason) = session.end.take().unwrap_or((1006, String::new()));
@@ -503,6 +504,49 @@ struct Session<'a> {
     /// How the connection ended: the close code (ours, the client's, 1005 for a close without
     /// one, 1006 for none) and reason.
     end: Option<(u16, String)>,
+    /// `connection_throttle`: this connection's own message bucket.
+    bucket: Option<ConnBucket>,
+}
+
+/// A token bucket owned by one connection. A connection lives on one core, so this needs no
+/// reconciliation: integer arithmetic in nano-tokens, time from the core's coarse clock.
+#[derive(Debug, Clone, Copy)]
+struct ConnBucket {
+    rate: u128,
+    cap: u128,
+    level: u128,
+    at: u64,
+}
+
+impl ConnBucket {
+    const NANO: u128 = 1_000_000_000;
+
+    fn new(t: crate::config::Throttle, now: u64) -> Self {
+        let cap = u128::from(t.burst) * Self::NANO;
+        ConnBucket {
+            rate: u128::from(t.rate),
+            cap,
+            level: cap,
+            at: now,
+        }
+    }
+
+    /// Takes a token if there is one. Rate 0 or burst 0 admits nothing, as for shared limits.
+    fn take(&mut self, now: u64) -> bool {
+        if self.rate == 0 || self.cap == 0 {
+            return false;
+        }
+        let dt = u128::from(now.saturating_sub(self.at));
+        self.at = self.at.max(now);
+        // rate tokens/s × dt ns = rate × dt nano-tokens.
+        self.level = (self.level + self.rate * dt).min(self.cap);
+        if self.level >= Self::NANO {
+            self.level -= Self::NANO;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What decoding the buffered bytes left to do.
@@ -678,11 +722,15 @@ impl Session<'_> {
         };
         let slot = snap.slots[route.metric_id];
         self.ctx.metrics.borrow_mut().ws_message_in(slot);
-        // THROTTLE HOOK (issue: throttling). Per-connection and per-route message limits go
-        // here, through the throttling machinery once it exists (this route's stage
-        // `route_throttle` by `route.key`, the stage and account limits, and a per-connection
-        // bucket): an exhausted limit answers `send_error("Too Many Requests", ..)` and skips
+        // Throttles: the connection's own bucket, then the shared account, stage and route
+        // limits (as for HTTP requests). An exhausted one answers "Too Many Requests" and skips
         // the integration, keeping the connection open, as Amazon API Gateway does.
+        if let Some(scope) = self.throttle(route) {
+            self.ctx.metrics.borrow_mut().record_throttled(slot, scope);
+            let rid = new_request_id(self.ctx);
+            self.send_error("Too Many Requests", std::str::from_utf8(&rid).unwrap_or(""));
+            return;
+        }
         let sent = match &route.integration {
             WsIntegration::Echo => {
                 let op = match kind {
@@ -738,6 +786,33 @@ impl Session<'_> {
     }
 
     /// Amazon API Gateway's error message to a client, as a text message.
+    /// `Some(scope)` (index into `THROTTLE_SCOPES`) when a limit refuses this message.
+    fn throttle(&mut self, route: &crate::websocket::api::WsRoute) -> Option<usize> {
+        let now = self.ctx.nanos();
+        if let Some(t) = self.limits.connection_throttle {
+            let bucket = self.bucket.get_or_insert_with(|| ConnBucket::new(t, now));
+            if !bucket.take(now) {
+                return Some(3);
+            }
+        }
+        if route.limit_ids.is_empty() {
+            return None;
+        }
+        let mut limiter = self.ctx.limiter.borrow_mut();
+        let checked = limiter.check(&route.limit_ids);
+        let ask = limiter.early_ask(now);
+        drop(limiter);
+        if let Some(report) = ask {
+            self.ctx.send_limiter_report(report);
+        }
+        checked.err().map(|t| {
+            route
+                .throttles
+                .get(t.which)
+                .map_or(0, |(_, _, s)| *s as usize)
+        })
+    }
+
     fn send_error(&mut self, message: &str, request_id: &str) {
         let body = serde_json::json!({
             "message": message,
@@ -877,6 +952,24 @@ fn prepare_read(buf: &mut Vec<u8>, need: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_bucket_admits_burst_then_rate() {
+        let s = 1_000_000_000u64;
+        let mut b = ConnBucket::new(crate::config::Throttle { rate: 2, burst: 3 }, 0);
+        assert!(b.take(0) && b.take(0) && b.take(0), "the burst");
+        assert!(!b.take(0));
+        assert!(!b.take(s / 4), "half a token after 250 ms");
+        assert!(b.take(s / 2), "one token after 500 ms");
+        assert!(!b.take(s / 2));
+        // A long pause refills to the burst, not beyond.
+        for _ in 0..3 {
+            assert!(b.take(100 * s));
+        }
+        assert!(!b.take(100 * s));
+        let mut closed = ConnBucket::new(crate::config::Throttle { rate: 0, burst: 5 }, 0);
+        assert!(!closed.take(1000 * s), "rate 0 throttles everything");
+    }
 
     #[test]
     fn read_buffer_makes_room_for_the_frame_and_grows_for_bursts() {
