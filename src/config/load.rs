@@ -494,6 +494,7 @@ fn server(
     let empty = RawServer::default();
     let (r, at) = raw.map_or((&empty, 0), |s| (s.get_ref(), s.span().start));
     let mut listeners = listeners(errs, r.listen.as_ref(), at);
+    let listen = listeners.iter().map(|(a, _)| *a).collect();
     let tls: Vec<TlsListenerConfig> = r
         .tls
         .iter()
@@ -505,7 +506,7 @@ fn server(
             .cores
             .as_ref()
             .map(|c| int(errs, Some(c), "cores", 1..=CORES_MAX, 1)),
-        listen: listeners.iter().map(|(a, _)| *a).collect(),
+        listen,
         backlog: int(
             errs,
             r.backlog.as_ref(),

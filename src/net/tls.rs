@@ -236,6 +236,9 @@ pub struct BackendTls {
     pub config: Arc<ClientConfig>,
     /// SNI and the name the certificate must carry: the URI's host.
     pub name: ServerName<'static>,
+    /// Equal for equal (host, ca, protocol): pooled connections are shared only between
+    /// targets with the same id. Never 0 (plain connections' id).
+    pub id: u64,
 }
 
 /// The client config for a backend at `host` (as written in the URI, IPv6 in brackets),
@@ -257,9 +260,16 @@ pub fn backend_tls(host: &str, ca: Option<&Path>, h2: bool) -> Result<BackendTls
         .unwrap_or(host);
     let name = ServerName::try_from(bare.to_string())
         .map_err(|e| format!("backend host {host}: not a valid TLS server name: {e}"))?;
+    let id = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+        (host, ca, h2).hash(&mut h);
+        h.finish().max(1)
+    };
     Ok(BackendTls {
         config: Arc::new(config),
         name,
+        id,
     })
 }
 

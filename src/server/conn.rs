@@ -17,8 +17,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use compio::net::TcpStream;
-
 use crate::config::CompiledIntegration;
 use crate::error::ErrorKind;
 use crate::http1::{self, BodyDecoder, Framing, HeadLimits, RequestHead, Version};
@@ -27,6 +25,7 @@ use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
 use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
 
+use super::accept::ConnInfo;
 use super::core::{CoreCtx, CoreSnapshot};
 use super::decide::{Decision, RequestView, RouteRef, decide};
 use super::downstream::{Downstream, ReadError};
@@ -35,14 +34,13 @@ use super::respond::{self, CONTINUE, Meta, RequestId};
 /// Output bytes of pipelined responses held back before a write.
 const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
 
-/// Serves one client connection to its end.
-pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    let _guard = ctx.conn_guard();
+/// Serves one client connection to its end (`accept` made `down` and counts the connection).
+pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
     let mut conn = Conn {
         ctx: ctx.clone(),
-        down: Downstream::new(stream),
-        peer,
+        down,
+        peer: info.peer,
+        info,
         req: Vec::new(),
         params: Params::default(),
     };
@@ -53,6 +51,7 @@ struct Conn {
     ctx: Rc<CoreCtx>,
     down: Downstream,
     peer: Option<SocketAddr>,
+    info: ConnInfo,
     /// Reused buffer for backend request heads and body chunks.
     req: Vec<u8>,
     params: Params,
@@ -281,7 +280,7 @@ impl Conn {
                 out,
                 &mut self.req,
                 &mut self.params,
-                self.peer,
+                &self.info,
                 started,
             ),
             head_len,
@@ -485,7 +484,7 @@ fn plan_head(
     out: &mut Vec<u8>,
     req: &mut Vec<u8>,
     params: &mut Params,
-    peer: Option<SocketAddr>,
+    info: &ConnInfo,
     started: Instant,
 ) -> Plan {
     let server = snap.snap.server();
@@ -566,7 +565,7 @@ fn plan_head(
         } => {
             x.body_limit = body_limit;
             req.clear();
-            http_proxy::render_request(req, head, target, params, peer, &x.request_id);
+            http_proxy::render_request(req, head, target, params, info, &x.request_id);
             Plan::Proxy {
                 x,
                 slot,

@@ -65,7 +65,14 @@ pub struct CoreMetrics {
     duration_sum_us: u64,
     connections_open: u64,
     connections_total: u64,
+    /// Connections by protocol and TLS version: `[h2 as usize][TLS_LABELS index]`.
+    by_protocol: [[u64; 3]; 2],
+    tls_handshake_failures: u64,
 }
+
+/// Label values of `tollgate_connections_by_protocol_total`.
+const PROTOCOL_LABELS: [&str; 2] = ["h1", "h2"];
+const TLS_LABELS: [&str; 3] = ["none", "1.2", "1.3"];
 
 impl Default for CoreMetrics {
     fn default() -> Self {
@@ -82,6 +89,8 @@ impl CoreMetrics {
             duration_sum_us: 0,
             connections_open: 0,
             connections_total: 0,
+            by_protocol: [[0; 3]; 2],
+            tls_handshake_failures: 0,
         }
     }
 
@@ -128,6 +137,20 @@ impl CoreMetrics {
         self.connections_total += 1;
     }
 
+    /// Counts a connection by the protocol it settled on and its TLS version (`"1.2"`, `"1.3"`).
+    pub fn connection_protocol(&mut self, h2: bool, tls: Option<&str>) {
+        let t = match tls {
+            None => 0,
+            Some("1.2") => 1,
+            Some(_) => 2,
+        };
+        self.by_protocol[h2 as usize][t] += 1;
+    }
+
+    pub fn tls_handshake_failed(&mut self) {
+        self.tls_handshake_failures += 1;
+    }
+
     pub fn connection_closed(&mut self) {
         self.connections_open = self.connections_open.saturating_sub(1);
     }
@@ -150,6 +173,8 @@ impl CoreMetrics {
             duration_sum_us: self.duration_sum_us,
             connections_open: self.connections_open,
             connections_total: self.connections_total,
+            by_protocol: self.by_protocol,
+            tls_handshake_failures: self.tls_handshake_failures,
         }
     }
 }
@@ -172,6 +197,8 @@ pub struct MetricsShard {
     duration_sum_us: u64,
     connections_open: u64,
     connections_total: u64,
+    by_protocol: [[u64; 3]; 2],
+    tls_handshake_failures: u64,
 }
 
 impl MetricsShard {
@@ -189,7 +216,15 @@ pub fn render(shards: &[MetricsShard]) -> String {
     let mut totals: AHashMap<(&str, u16), u64> = AHashMap::new();
     let mut hist = new_histogram();
     let (mut sum_us, mut open, mut total_conns) = (0u64, 0u64, 0u64);
+    let mut by_protocol = [[0u64; 3]; 2];
+    let mut handshake_failures = 0u64;
     for sh in shards {
+        for (p, row) in sh.by_protocol.iter().enumerate() {
+            for (t, n) in row.iter().enumerate() {
+                by_protocol[p][t] += n;
+            }
+        }
+        handshake_failures += sh.tls_handshake_failures;
         for (labels, statuses) in &sh.series {
             for &(status, n) in statuses {
                 *totals.entry((labels, status)).or_default() += n;
@@ -267,6 +302,23 @@ pub fn render(shards: &[MetricsShard]) -> String {
     out.push_str("# HELP tollgate_connections_total Client connections accepted.\n");
     out.push_str("# TYPE tollgate_connections_total counter\n");
     let _ = writeln!(out, "tollgate_connections_total {total_conns}");
+    out.push_str("# HELP tollgate_connections_by_protocol_total Client connections by the protocol they settled on (ALPN, h2c preface) and TLS version.\n");
+    out.push_str("# TYPE tollgate_connections_by_protocol_total counter\n");
+    for (p, row) in by_protocol.iter().enumerate() {
+        for (t, n) in row.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tollgate_connections_by_protocol_total{{protocol=\"{}\",tls=\"{}\"}} {n}",
+                PROTOCOL_LABELS[p], TLS_LABELS[t]
+            );
+        }
+    }
+    out.push_str("# HELP tollgate_tls_handshake_failures_total TLS handshakes that failed or timed out.\n");
+    out.push_str("# TYPE tollgate_tls_handshake_failures_total counter\n");
+    let _ = writeln!(
+        out,
+        "tollgate_tls_handshake_failures_total {handshake_failures}"
+    );
     out
 }
 
@@ -324,6 +376,23 @@ mod tests {
         assert!(text.contains("tollgate_throttled_total{api=\"shop\",stage=\"prod\",route=\"GET /x\",scope=\"account\"} 2\n"), "{text}");
         assert!(text.contains("scope=\"route\"} 1\n"));
         assert!(!text.contains("scope=\"stage\""));
+    }
+
+    #[test]
+    fn connections_by_protocol_merge() {
+        let mut c0 = CoreMetrics::new();
+        let mut c1 = CoreMetrics::new();
+        c0.connection_protocol(false, None);
+        c0.connection_protocol(true, Some("1.3"));
+        c1.connection_protocol(true, Some("1.3"));
+        c1.connection_protocol(false, Some("1.2"));
+        c1.tls_handshake_failed();
+        let text = render(&[c0.shard(), c1.shard()]);
+        assert!(text.contains("tollgate_connections_by_protocol_total{protocol=\"h2\",tls=\"1.3\"} 2\n"), "{text}");
+        assert!(text.contains("{protocol=\"h1\",tls=\"1.2\"} 1\n"));
+        assert!(text.contains("{protocol=\"h1\",tls=\"none\"} 1\n"));
+        assert!(text.contains("{protocol=\"h2\",tls=\"none\"} 0\n"));
+        assert!(text.contains("tollgate_tls_handshake_failures_total 1\n"));
     }
 
     #[test]
