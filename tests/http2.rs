@@ -191,7 +191,12 @@ fn many_concurrent_streams_share_one_connection() {
     let addr = gw.addr;
     let started = Instant::now();
     let (statuses, limit) = block_on(async move {
-        let s = h2c(addr).await;
+        let mut s = h2c(addr).await;
+        // The server's SETTINGS (its stream limit) arrive with the first exchange; a client
+        // that opens more streams before that gets REFUSED_STREAM for the extra ones.
+        h2_request(&mut s, "GET", "http://localhost/hello/x", &[], b"")
+            .await
+            .unwrap();
         let mut set = tokio::task::JoinSet::new();
         for i in 0..150 {
             let mut s = s.clone();
