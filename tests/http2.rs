@@ -70,7 +70,11 @@ fn h2c_serves_routes_errors_and_request_ids_like_http11() {
             ("GET", "/nope", vec![]),
             ("GET", "/hello/x", vec![("x-request-id", id)]),
             ("HEAD", "/hello/bob", vec![]),
-            ("GET", "/px/a?b=c", vec![("cookie", "a=1"), ("cookie", "b=2")]),
+            (
+                "GET",
+                "/px/a?b=c",
+                vec![("cookie", "a=1"), ("cookie", "b=2")],
+            ),
             ("GET", "/down", vec![]),
             ("DELETE", "/hello/bob", vec![]),
         ] {
@@ -111,7 +115,10 @@ fn h2c_serves_routes_errors_and_request_ids_like_http11() {
         m.contains("tollgate_connections_by_protocol_total{protocol=\"h2\",tls=\"none\"} 1"),
         "{m}"
     );
-    assert!(m.contains("route=\"GET /hello/{name}\",status=\"200\"} 3"), "{m}");
+    assert!(
+        m.contains("route=\"GET /hello/{name}\",status=\"200\"} 3"),
+        "{m}"
+    );
     assert!(m.contains("status=\"404\"} 2"), "{m}");
 }
 
@@ -147,9 +154,16 @@ fn ten_megabyte_bodies_stream_both_ways() {
     assert_eq!(got.status, 200);
     assert_eq!(got.body.len() as u64, TEN_MB);
     assert!(pattern_matches(0, &got.body));
-    assert_eq!(got.header("content-length"), Some(TEN_MB.to_string().as_str()));
+    assert_eq!(
+        got.header("content-length"),
+        Some(TEN_MB.to_string().as_str())
+    );
     // Streamed, not buffered whole (a generous bound: the process, not the body).
-    assert!(gw2.vm_hwm_kib() < 64 * 1024, "peak RSS {} KiB", gw2.vm_hwm_kib());
+    assert!(
+        gw2.vm_hwm_kib() < 64 * 1024,
+        "peak RSS {} KiB",
+        gw2.vm_hwm_kib()
+    );
 }
 
 #[test]
@@ -203,14 +217,15 @@ fn many_concurrent_streams_share_one_connection() {
             set.spawn(async move {
                 let path = if i % 2 == 0 { "/px/slow" } else { "/hello/x" };
                 let uri = format!("http://localhost{path}");
-                h2_request(&mut s, "GET", &uri, &[], b"").await.map(|r| r.status)
+                h2_request(&mut s, "GET", &uri, &[], b"")
+                    .await
+                    .map(|r| r.status)
             });
         }
         let mut statuses = Vec::new();
         while let Some(r) = set.join_next().await {
             statuses.push(r.unwrap().unwrap());
         }
-        let mut s = s;
         let s = s.ready().await.unwrap();
         (statuses, s.current_max_send_streams())
     });
@@ -224,7 +239,10 @@ fn many_concurrent_streams_share_one_connection() {
         started.elapsed()
     );
     assert_eq!(backend.requests().len(), 75);
-    assert!(backend.connections() > 1, "backend requests ran in parallel");
+    assert!(
+        backend.connections() > 1,
+        "backend requests ran in parallel"
+    );
 }
 
 #[test]
@@ -484,9 +502,8 @@ fn nghttp_speaks_h2_over_tls_and_h2c() {
     }
     // Several concurrent streams on one connection, and a POST.
     let url = format!("http://{}/px/a", gw.addr);
-    let (ok, out, err) = run(std::process::Command::new("nghttp").args([
-        "-n", "-s", "-m", "20", &url,
-    ]));
+    let (ok, out, err) =
+        run(std::process::Command::new("nghttp").args(["-n", "-s", "-m", "20", &url]));
     assert!(ok, "{out} {err}");
     assert!(out.contains("200"), "{out}");
     assert_eq!(backend.requests().len(), 20);

@@ -110,12 +110,18 @@ fn alpn_picks_h2_over_tls() {
     assert_eq!((hello.status, hello.text().as_str()), (200, "hi"));
     assert!(hello.header("x-request-id").is_some() && hello.header("date").is_some());
     assert_eq!(proxied.text(), "from backend");
-    assert_eq!(backend.requests()[0].header("x-forwarded-proto"), Some("https"));
+    assert_eq!(
+        backend.requests()[0].header("x-forwarded-proto"),
+        Some("https")
+    );
     // A client without ALPN gets HTTP/1.1.
     let cfg = client_config(Some(&pki.ca.pem), &[], None);
     let mut s = tls_connect(gw.https[0], "localhost", cfg).unwrap();
     assert_eq!(s.conn.alpn_protocol(), None);
-    assert_eq!(roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status, 200);
+    assert_eq!(
+        roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status,
+        200
+    );
 }
 
 /// The end-entity certificate the server presents for `sni`.
@@ -139,7 +145,10 @@ fn sni_picks_the_certificate() {
     // And verification succeeds for the names each certificate carries.
     let cfg = client_config(Some(&pki.ca.pem), &[], None);
     let mut s = tls_connect(addr, "x.example.net", cfg).expect("verified *.example.net");
-    assert_eq!(roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status, 200);
+    assert_eq!(
+        roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status,
+        200
+    );
 }
 
 /// Connects with an optional client certificate and makes one HTTP/1.1 request; `Err` when
@@ -252,13 +261,22 @@ fn tls_1_1_is_refused() {
     // openssl, when installed, agrees (its TLS 1.1 may be disabled at its security level too,
     // which fails the same way).
     if let Ok(out) = std::process::Command::new("openssl")
-        .args(["s_client", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", "-connect"])
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-connect",
+        ])
         .arg(gw.https[0].to_string())
         .stdin(std::process::Stdio::null())
         .output()
     {
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("Cipher is (NONE)"), "openssl -tls1_1 connected: {text}");
+        assert!(
+            text.contains("Cipher is (NONE)"),
+            "openssl -tls1_1 connected: {text}"
+        );
         assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
     } else {
         eprintln!("openssl not installed: only the raw ClientHello was tried");
@@ -267,14 +285,19 @@ fn tls_1_1_is_refused() {
     for v in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(rustls::pki_types::CertificateDer::from(pki.ca.cert.der().to_vec()))
+            .add(rustls::pki_types::CertificateDer::from(
+                pki.ca.cert.der().to_vec(),
+            ))
             .unwrap();
         let cfg = rustls::ClientConfig::builder_with_protocol_versions(&[v])
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut s = tls_connect(gw.https[0], "localhost", std::sync::Arc::new(cfg)).unwrap();
         assert_eq!(s.conn.protocol_version(), Some(v.version));
-        assert_eq!(roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status, 200);
+        assert_eq!(
+            roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status,
+            200
+        );
     }
     let m = gw.metrics();
     assert!(
@@ -324,7 +347,10 @@ integration = {{ type = "http_proxy", uri = "https://localhost:{misnamed}/", ca 
     assert_eq!(gw.request(&common::get("/good/again")).status, 200);
     // An untrusted certificate, or one for another name, is a 502.
     let r = gw.request(&common::get("/bad/x"));
-    assert_eq!((r.status, r.text().as_str()), (502, r#"{"message":"Bad Gateway"}"#));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (502, r#"{"message":"Bad Gateway"}"#)
+    );
     let r = gw.request(&common::get("/wrongname"));
     assert_eq!(r.status, 502);
 }
@@ -344,7 +370,9 @@ fn certificates_reload_and_a_broken_one_is_refused() {
     assert_eq!(served_cert(addr, "localhost"), first);
 
     // A renewed certificate, swapped in on disk, is served after SIGHUP.
-    let renewed = pki.ca.leaf(&pki.dir, "renewed", "localhost", &["localhost"], false);
+    let renewed = pki
+        .ca
+        .leaf(&pki.dir, "renewed", "localhost", &["localhost"], false);
     install(&pki, &renewed.cert, &renewed.key);
     gw.sighup();
     common::eventually("the renewed certificate is served", || {
@@ -353,7 +381,9 @@ fn certificates_reload_and_a_broken_one_is_refused() {
 
     // A broken one (key of another certificate) is refused by the admin reload, naming the
     // file; the renewed one keeps serving.
-    let other = pki.ca.leaf(&pki.dir, "other", "localhost", &["localhost"], false);
+    let other = pki
+        .ca
+        .leaf(&pki.dir, "other", "localhost", &["localhost"], false);
     std::fs::copy(&other.key, &pki.server.key).unwrap();
     let r = gw.reload();
     assert_ne!(r.status, 200, "{}", r.text());
@@ -369,7 +399,10 @@ fn certificates_reload_and_a_broken_one_is_refused() {
     assert_eq!(served_cert(addr, "localhost"), renewed.der);
     let cfg = client_config(Some(&pki.ca.pem), &[], None);
     let mut s = tls_connect(addr, "localhost", cfg).unwrap();
-    assert_eq!(roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status, 200);
+    assert_eq!(
+        roundtrip(&mut s, &get_req("/hello", "x")).unwrap().status,
+        200
+    );
 }
 
 #[test]
@@ -391,12 +424,14 @@ fn changing_tls_listen_needs_a_restart() {
 #[test]
 fn broken_certificates_stop_validate_and_start() {
     let pki = Pki::new();
-    std::fs::write(pki.dir.join("bad.key"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\n\
-         certs = [{{ cert = \"server.pem\", key = \"bad.key\" }}]\n[[api]]\nname = \"a\"\n\
-         [[api.route]]\nkey = \"GET /\"\nintegration = {{ type = \"mock\" }}\n"
-    );
+    std::fs::write(
+        pki.dir.join("bad.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\n\
+         certs = [{ cert = \"server.pem\", key = \"bad.key\" }]\n[[api]]\nname = \"a\"\n\
+         [[api.route]]\nkey = \"GET /\"\nintegration = { type = \"mock\" }\n";
     // Relative to the config file's directory.
     let path = pki.dir.join("config.toml");
     std::fs::write(&path, text).unwrap();

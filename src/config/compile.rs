@@ -332,7 +332,10 @@ fn tls_listeners(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<Arc<rust
             Ok(c) => out.push(c),
             Err(e) => {
                 let addrs: Vec<String> = l.listen.iter().map(|a| a.to_string()).collect();
-                errors.push(whole(format!("server.tls listener {}: {e}", addrs.join(", "))));
+                errors.push(whole(format!(
+                    "server.tls listener {}: {e}",
+                    addrs.join(", ")
+                )));
             }
         }
     }

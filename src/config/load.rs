@@ -18,10 +18,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::limits::{
-    BODY_BYTES_MAX, CONFIG_BYTES_MAX, H2_STREAMS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, HEADERS_CEILING,
-    HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS, LISTEN_BACKLOG,
-    PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS,
-    UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS,
+    BODY_BYTES_MAX, CONFIG_BYTES_MAX, H2_STREAMS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS,
+    HEADERS_CEILING, HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS,
+    LISTEN_BACKLOG, PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS,
+    UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS,
 };
 use crate::router::RouteKey;
 
@@ -645,7 +645,10 @@ fn tls_listener(
         Some(list) => {
             for s in list.get_ref() {
                 let Ok(addr) = s.get_ref().parse::<SocketAddr>() else {
-                    errs.at(s, format!("server.tls.listen: {}", expected_addr(s.get_ref())));
+                    errs.at(
+                        s,
+                        format!("server.tls.listen: {}", expected_addr(s.get_ref())),
+                    );
                     continue;
                 };
                 if addr.port() != 0
@@ -675,7 +678,10 @@ fn tls_listener(
         .iter()
         .map(|c| cert_entry(errs, c, &mut seen))
         .collect();
-    let client_ca = r.client_ca.as_ref().map(|p| file_path(errs, p, "client_ca"));
+    let client_ca = r
+        .client_ca
+        .as_ref()
+        .map(|p| file_path(errs, p, "client_ca"));
     let client_auth = match &r.client_auth {
         None if client_ca.is_some() => ClientAuth::Required,
         None => ClientAuth::None,
@@ -717,7 +723,11 @@ fn tls_listener(
 }
 
 /// `{ cert, key, domains }`; a domain named by two certificates of one listener is an error.
-fn cert_entry(errs: &mut Errors, raw: &S<RawCert>, seen: &mut HashMap<String, usize>) -> CertConfig {
+fn cert_entry(
+    errs: &mut Errors,
+    raw: &S<RawCert>,
+    seen: &mut HashMap<String, usize>,
+) -> CertConfig {
     let r = raw.get_ref();
     let mut need = |v: &Option<S<String>>, field: &str| match v {
         Some(p) => file_path(errs, p, field),
@@ -1136,7 +1146,12 @@ fn integration(errs: &mut Errors, raw: &S<RawIntegration>, scope: &Scope) -> Int
             not_a_field(errs, "mock", "uri", r.uri.as_ref());
             not_a_field(errs, "mock", "timeout_ms", r.timeout_ms.as_ref());
             not_a_field(errs, "mock", "ca", r.ca.as_ref());
-            not_a_field(errs, "mock", "upstream_protocol", r.upstream_protocol.as_ref());
+            not_a_field(
+                errs,
+                "mock",
+                "upstream_protocol",
+                r.upstream_protocol.as_ref(),
+            );
             mock(errs, r, scope)
         }
         "http_proxy" => {
@@ -2518,10 +2533,7 @@ name = "$default"
             "{errs:#?}"
         );
         assert!(
-            errs[1]
-                .2
-                .starts_with("uri: expected http://")
-                && errs[1].2.contains("in stage dev"),
+            errs[1].2.starts_with("uri: expected http://") && errs[1].2.contains("in stage dev"),
             "{errs:#?}"
         );
     }

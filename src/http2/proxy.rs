@@ -100,8 +100,7 @@ pub(super) async fn forward(
         let attempt = match http_proxy::acquire(ctx, target, connect_by).await {
             Ok(mut up) => {
                 let pooled = up.uses > 0;
-                let r = exchange(sx, &mut up, &req, &mut body, framing, body_limit, deadline)
-                    .await;
+                let r = exchange(sx, &mut up, &req, &mut body, framing, body_limit, deadline).await;
                 match r {
                     Ok(()) => match read_head(sx, &mut up, &limits, deadline).await {
                         Ok(h) => Ok((up, h)),
@@ -346,8 +345,10 @@ fn client_head(sx: &Ctx<'_>, h: &http1::ResponseHead<'_, '_>) -> Head {
             {
                 continue;
             }
-            let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(f.value))
-            else {
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_bytes(f.value),
+            ) else {
                 continue;
             };
             if n == http::header::DATE {
@@ -427,7 +428,12 @@ async fn relay(
             let mut chunk = Vec::new();
             let (used, _) = match pump(&mut decoder, &up.buf, Some(&mut chunk), false) {
                 Ok(r) => r,
-                Err(e) => return cut(&mut send, format!("backend {}: response body: {e}", up.addr)),
+                Err(e) => {
+                    return cut(
+                        &mut send,
+                        format!("backend {}: response body: {e}", up.addr),
+                    );
+                }
             };
             compact(&mut up.buf, used);
             let done = decoder.is_done();

@@ -132,14 +132,7 @@ pub(super) async fn serve(
             body_limit,
         } => {
             let status = super::proxy::forward(
-                &sx,
-                &parts,
-                body,
-                respond,
-                target,
-                path,
-                &params,
-                body_limit,
+                &sx, &parts, body, respond, target, path, &params, body_limit,
             )
             .await
             .unwrap_or_else(|why| {

@@ -175,7 +175,11 @@ pub fn render_head<'f>(
         req.extend_from_slice(&ip[..n]);
     }
     req.extend_from_slice(b"\r\n");
-    let proto: &[u8] = if info.tls.is_some() { b"https" } else { b"http" };
+    let proto: &[u8] = if info.tls.is_some() {
+        b"https"
+    } else {
+        b"http"
+    };
     encode::header(req, b"x-forwarded-proto", proto);
     if let Some(h) = out.host {
         encode::header(req, b"x-forwarded-host", h.as_bytes());
@@ -336,18 +340,16 @@ pub async fn acquire(
             let _ = stream.set_nodelay(true);
             match &target.tls {
                 None => Ok(UpstreamConn::new(stream, addr)),
-                Some(tls) => {
-                    UpstreamConn::connect_tls(stream, addr, tls, &ctx.timers, connect_by)
-                        .await
-                        .map_err(|why| {
-                            let kind = if why.ends_with("timed out") {
-                                ErrorKind::GatewayTimeout
-                            } else {
-                                ErrorKind::BadGateway
-                            };
-                            Failure::Respond(kind, format!("backend {addr}: {why}"))
-                        })
-                }
+                Some(tls) => UpstreamConn::connect_tls(stream, addr, tls, &ctx.timers, connect_by)
+                    .await
+                    .map_err(|why| {
+                        let kind = if why.ends_with("timed out") {
+                            ErrorKind::GatewayTimeout
+                        } else {
+                            ErrorKind::BadGateway
+                        };
+                        Failure::Respond(kind, format!("backend {addr}: {why}"))
+                    }),
             }
         }
         Ok(Err(e)) => Err(Failure::Respond(

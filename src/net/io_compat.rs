@@ -131,7 +131,9 @@ impl CompatStream {
                     // Key updates and alerts go out with the next flush.
                     tls.take_pending(&mut self.out);
                     match fed {
-                        Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+                        Err(e) => {
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
                         Ok(fed) => {
                             self.eof |= fed.closed;
                             if self.input.len() > before || self.eof {

@@ -138,11 +138,13 @@ fn certified_key(
     let ck = CertifiedKey::new(chain, signing);
     match ck.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(format!(
-            "key {} does not belong to certificate {}",
-            key.display(),
-            cert.display()
-        )),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(format!(
+                "key {} does not belong to certificate {}",
+                key.display(),
+                cert.display()
+            ))
+        }
         Err(e) => Err(format!("cert {}: {e}", cert.display())),
     }
 }
@@ -261,10 +263,9 @@ pub fn backend_tls(host: &str, ca: Option<&Path>, h2: bool) -> Result<BackendTls
     let name = ServerName::try_from(bare.to_string())
         .map_err(|e| format!("backend host {host}: not a valid TLS server name: {e}"))?;
     let id = {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-        (host, ca, h2).hash(&mut h);
-        h.finish().max(1)
+        ahash::RandomState::with_seeds(1, 2, 3, 4)
+            .hash_one((host, ca, h2))
+            .max(1)
     };
     Ok(BackendTls {
         config: Arc::new(config),
@@ -431,8 +432,14 @@ mod tests {
         assert!(Arc::ptr_eq(&pick(Some("API.Example.COM")), &a));
         assert!(Arc::ptr_eq(&pick(Some("foo.example.net")), &b));
         assert!(Arc::ptr_eq(&pick(Some("example.net")), &b));
-        assert!(Arc::ptr_eq(&pick(Some("x.example.net")), &c), "exact beats wildcard");
-        assert!(Arc::ptr_eq(&pick(Some("a.b.example.net")), &a), "one label only");
+        assert!(
+            Arc::ptr_eq(&pick(Some("x.example.net")), &c),
+            "exact beats wildcard"
+        );
+        assert!(
+            Arc::ptr_eq(&pick(Some("a.b.example.net")), &a),
+            "one label only"
+        );
         assert!(Arc::ptr_eq(&pick(Some("other.org")), &a));
         assert!(Arc::ptr_eq(&pick(None), &a));
     }
@@ -460,13 +467,22 @@ mod tests {
         let p = provider();
         assert!(certified_key(&c, &good, &p).is_ok());
         let e = certified_key(&c, &other, &p).unwrap_err();
-        assert!(e.contains("does not belong to certificate") && e.contains("k2.pem"), "{e}");
+        assert!(
+            e.contains("does not belong to certificate") && e.contains("k2.pem"),
+            "{e}"
+        );
         let e = certified_key(&junk, &good, &p).unwrap_err();
-        assert!(e.contains("junk.pem") && e.contains("no certificate"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no certificate"),
+            "{e}"
+        );
         let e = certified_key(&c, &junk, &p).unwrap_err();
         assert!(e.contains("junk.pem"), "{e}");
         let e = certified_key(&dir.join("missing.pem"), &good, &p).unwrap_err();
-        assert!(e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("missing.pem") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -497,9 +513,13 @@ mod tests {
         let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
         client.seal(b"ping", &mut to_server);
         for _ in 0..10 {
-            server.feed(&std::mem::take(&mut to_server), &mut at_server).unwrap();
+            server
+                .feed(&std::mem::take(&mut to_server), &mut at_server)
+                .unwrap();
             server.take_pending(&mut to_client);
-            client.feed(&std::mem::take(&mut to_client), &mut at_client).unwrap();
+            client
+                .feed(&std::mem::take(&mut to_client), &mut at_client)
+                .unwrap();
             client.take_pending(&mut to_server);
         }
         assert!(!server.is_handshaking() && server.is_h2());

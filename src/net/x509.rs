@@ -203,11 +203,14 @@ fn decode_string(tag: u8, v: &[u8]) -> Option<String> {
         // TeletexString: in practice Latin-1.
         0x14 => Some(v.iter().map(|&b| b as char).collect()),
         // BMPString: UCS-2 big-endian.
-        0x1e => Some(char::decode_utf16(v.chunks(2).map(|c| {
-            u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])
-        }))
-        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect()),
+        0x1e => Some(
+            char::decode_utf16(
+                v.chunks(2)
+                    .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])),
+            )
+            .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
+        ),
         // UniversalString: UCS-4 big-endian.
         0x1c => Some(
             v.chunks(4)
@@ -263,7 +266,11 @@ mod tests {
         assert_eq!(subject(&der).unwrap(), r"CN=alice,O=Acme\, Inc.,C=DE");
         let c = ClientCert::from_der(&der);
         assert_eq!(c.fingerprint.len(), 64);
-        assert!(c.fingerprint.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            c.fingerprint
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]
@@ -278,13 +285,18 @@ mod tests {
     #[test]
     fn unknown_attributes_are_dotted_with_hex_values() {
         // SET { SEQ { OID 1.2.3.4, INTEGER 5 } }
-        let name = [0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x2a, 0x03, 0x04, 0x02, 0x01, 0x05];
+        let name = [
+            0x31, 0x0a, 0x30, 0x08, 0x06, 0x03, 0x2a, 0x03, 0x04, 0x02, 0x01, 0x05,
+        ];
         assert_eq!(format_name(&name).unwrap(), "1.2.3.4=#020105");
     }
 
     #[test]
     fn long_form_lengths_and_truncation() {
-        assert_eq!(tlv(&[0x04, 0x81, 0x01, 0xaa]), Some((0x04, &[0xaa][..], &[][..])));
+        assert_eq!(
+            tlv(&[0x04, 0x81, 0x01, 0xaa]),
+            Some((0x04, &[0xaa][..], &[][..]))
+        );
         assert_eq!(tlv(&[0x04, 0x82, 0x00]), None);
         assert_eq!(tlv(&[0x04, 0x05, 0x00]), None);
         assert_eq!(tlv(&[0x1f, 0x00]), None);

@@ -205,7 +205,10 @@ pub fn run_core(start: CoreStart) {
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().ok();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
-            let kind = kinds.get(i).copied().unwrap_or(super::accept::ListenerKind::Plain);
+            let kind = kinds
+                .get(i)
+                .copied()
+                .unwrap_or(super::accept::ListenerKind::Plain);
             match compio::net::TcpListener::from_std(l) {
                 Ok(l) => accepting.push((
                     fd,

@@ -313,7 +313,9 @@ pub fn render(shards: &[MetricsShard]) -> String {
             );
         }
     }
-    out.push_str("# HELP tollgate_tls_handshake_failures_total TLS handshakes that failed or timed out.\n");
+    out.push_str(
+        "# HELP tollgate_tls_handshake_failures_total TLS handshakes that failed or timed out.\n",
+    );
     out.push_str("# TYPE tollgate_tls_handshake_failures_total counter\n");
     let _ = writeln!(
         out,
@@ -388,7 +390,12 @@ mod tests {
         c1.connection_protocol(false, Some("1.2"));
         c1.tls_handshake_failed();
         let text = render(&[c0.shard(), c1.shard()]);
-        assert!(text.contains("tollgate_connections_by_protocol_total{protocol=\"h2\",tls=\"1.3\"} 2\n"), "{text}");
+        assert!(
+            text.contains(
+                "tollgate_connections_by_protocol_total{protocol=\"h2\",tls=\"1.3\"} 2\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("{protocol=\"h1\",tls=\"1.2\"} 1\n"));
         assert!(text.contains("{protocol=\"h1\",tls=\"none\"} 1\n"));
         assert!(text.contains("{protocol=\"h2\",tls=\"none\"} 0\n"));

@@ -447,9 +447,7 @@ pub async fn send_all(
     Ok(())
 }
 
-pub async fn read_h2_response(
-    resp: h2::client::ResponseFuture,
-) -> Result<H2Resp, h2::Error> {
+pub async fn read_h2_response(resp: h2::client::ResponseFuture) -> Result<H2Resp, h2::Error> {
     let resp = resp.await?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -514,7 +512,10 @@ pub fn tls_backend(leaf: &Leaf) -> SocketAddr {
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
-                    if s.write_all(resp.as_bytes()).and_then(|_| s.flush()).is_err() {
+                    if s.write_all(resp.as_bytes())
+                        .and_then(|_| s.flush())
+                        .is_err()
+                    {
                         return;
                     }
                 }
