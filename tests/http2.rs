@@ -318,9 +318,10 @@ fn continuation_floods_are_cut() {
     s.write_all(&frame(1, 0, 1, &get_block())).unwrap();
     let mut field = vec![0x00, 5];
     field.extend_from_slice(b"x-pad");
-    field.extend_from_slice(&[0x7f, 0x81, 0x7f]); // value length 127 + 255
-    field.extend_from_slice(&[b'a'; 127 + 255]);
-    let block: Vec<u8> = field.iter().copied().cycle().take(16_000).collect();
+    field.push(100); // value length, no Huffman
+    field.extend_from_slice(&[b'a'; 100]);
+    // Whole fields per frame, so that the block stays valid HPACK however long it gets.
+    let block: Vec<u8> = field.iter().copied().cycle().take(field.len() * 149).collect();
     let mut sent = 0usize;
     let mut reader = s.try_clone().unwrap();
     let watcher = std::thread::spawn(move || read_until_goaway(&mut reader));
@@ -334,16 +335,10 @@ fn continuation_floods_are_cut() {
         }
     }
     let goaway = watcher.join().unwrap();
-    assert!(
-        watcher_cut(goaway, sent),
-        "the server kept reading {sent} bytes of one header block (goaway {goaway:?})"
-    );
+    // ENHANCE_YOUR_CALM (too many CONTINUATION frames), long before the 32 MB on offer.
+    assert_eq!(goaway, Some(0xb), "after {sent} bytes of one header block");
     // The gateway is fine.
     assert_eq!(gw.request(&common::get("/hello/x")).status, 200);
-}
-
-fn watcher_cut(goaway: Option<u32>, sent: usize) -> bool {
-    goaway.is_some() || sent < 2000 * 16_000
 }
 
 #[test]
