@@ -50,7 +50,7 @@ struct Activity {
 pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
     let (stream, tls, received) = down.into_parts();
     let io = CompatStream::new(stream, tls, received);
-    let (builder, head_ms, idle) = {
+    let (builder, head_ms, idle, streams_max) = {
         let snap = ctx.snapshot();
         let server = snap.snap.server();
         let mut b = h2::server::Builder::new();
@@ -65,6 +65,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
             b,
             server.header_read_timeout_ms,
             Duration::from_millis(server.keepalive_idle_timeout_ms),
+            server.http2_streams_max as usize,
         )
     };
     let mut conn = match ctx
@@ -88,7 +89,13 @@ pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
     let mut idle_from = ctx.timers.now();
     loop {
         let next = if closing {
-            Ok(conn.accept().await)
+            // Open streams finish; a client that neither reads nor closes once they have is
+            // given up on.
+            match ctx.timers.timeout(idle, conn.accept()).await {
+                Ok(next) => Ok(next),
+                Err(_) if activity.open.get() == 0 => break,
+                Err(_) => continue,
+            }
         } else {
             // An idle wait: a drain ends it at once. While streams are open the connection is
             // not idle; the wait only re-checks then.
@@ -100,6 +107,12 @@ pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
             ctx.timers.idle_timeout_at(deadline, conn.accept()).await
         };
         match next {
+            Ok(Some(Ok((_, mut respond)))) if activity.open.get() >= streams_max => {
+                // Streams the client reset while we still work on them do not count against
+                // its SETTINGS_MAX_CONCURRENT_STREAMS, but they do cost us: a client that
+                // opens and resets streams (rapid reset) gets new ones refused until ours end.
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            }
             Ok(Some(Ok((req, respond)))) => {
                 activity.open.set(activity.open.get() + 1);
                 idle_from = ctx.timers.now();

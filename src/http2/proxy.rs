@@ -338,9 +338,11 @@ fn client_head(sx: &Ctx<'_>, h: &http1::ResponseHead<'_, '_>) -> Head {
     if let Some(map) = b.headers_mut() {
         for f in h.headers.iter() {
             let name = f.name.as_bytes();
+            // A body's length is ours to state (below); a bodiless answer (HEAD, 204, 304)
+            // keeps the backend's.
             if is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case(b"x-request-id")
-                || name.eq_ignore_ascii_case(b"content-length")
+                || (name.eq_ignore_ascii_case(b"content-length") && h.framing != Framing::Empty)
                 || http1::has_token(connection, f.name)
             {
                 continue;
@@ -425,7 +427,7 @@ async fn relay(
     };
     if !end_now {
         loop {
-            let mut chunk = Vec::new();
+            let mut chunk = Vec::with_capacity(up.buf.len());
             let (used, _) = match pump(&mut decoder, &up.buf, Some(&mut chunk), false) {
                 Ok(r) => r,
                 Err(e) => {

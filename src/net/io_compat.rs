@@ -7,9 +7,10 @@
 //!
 //! - reads: one socket read at a time into an owned buffer; on TLS its ciphertext is decrypted
 //!   into `input`, from which `poll_read` copies out.
-//! - writes: `poll_write` appends (sealed, on TLS) to `out` and returns at once while `out` is
-//!   under `H2_WRITE_BUFFER_BYTES`; `poll_flush` moves `out` into one `write_all` at a time.
-//!   h2 writes all the frames it has, then flushes: one socket write per batch of frames.
+//! - writes: `poll_write` appends to `out` (on TLS: to `plain`, sealed into `out` at the next
+//!   flush, so that a batch of small frames becomes one TLS record, not one each) and returns
+//!   at once while under `H2_WRITE_BUFFER_BYTES`; `poll_flush` moves `out` into one `write_all`
+//!   at a time. h2 writes all the frames it has, then flushes: one socket write per batch.
 //!
 //! Owns no protocol: it moves bytes. No runtime beyond compio's is involved: the futures are
 //! polled by h2's own polls on the core's task.
@@ -45,6 +46,8 @@ pub struct CompatStream {
     spare_in: Vec<u8>,
     /// Bytes for the socket (ciphertext on TLS), not yet handed to a write.
     out: Vec<u8>,
+    /// TLS only: plaintext written and not sealed yet.
+    plain: Vec<u8>,
     writing: Option<WriteOp>,
     spare_out: Vec<u8>,
     shutdown: Option<ShutdownOp>,
@@ -74,6 +77,7 @@ impl CompatStream {
             reading: None,
             spare_in: Vec::new(),
             out: Vec::new(),
+            plain: Vec::new(),
             writing: None,
             spare_out: Vec::new(),
             shutdown: None,
@@ -147,8 +151,12 @@ impl CompatStream {
         }
     }
 
-    /// Hands `out` to the socket until all of it is written.
+    /// Hands `out` (after sealing `plain`) to the socket until all of it is written.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(tls) = &mut self.tls {
+            tls.seal(&self.plain, &mut self.out);
+            self.plain.clear();
+        }
         loop {
             if let Some(op) = &mut self.writing {
                 let BufResult(res, mut buf) = ready!(op.as_mut().poll(cx));
@@ -170,21 +178,26 @@ impl CompatStream {
     }
 
     fn push(&mut self, data: &[u8]) {
-        match &mut self.tls {
-            Some(tls) => tls.seal(data, &mut self.out),
-            None => self.out.extend_from_slice(data),
+        if self.tls.is_some() {
+            self.plain.extend_from_slice(data);
+        } else {
+            self.out.extend_from_slice(data);
         }
+    }
+
+    fn pending_out(&self) -> usize {
+        self.out.len() + self.plain.len()
     }
 
     /// Room for more output: `Pending` while `out` is full and the socket busy.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.out.len() < H2_WRITE_BUFFER_BYTES {
+        if self.pending_out() < H2_WRITE_BUFFER_BYTES {
             return Poll::Ready(Ok(()));
         }
         if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
             return Poll::Ready(Err(e));
         }
-        if self.out.len() < H2_WRITE_BUFFER_BYTES {
+        if self.pending_out() < H2_WRITE_BUFFER_BYTES {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
@@ -259,6 +272,8 @@ impl AsyncWrite for CompatStream {
             if !this.closing
                 && let Some(tls) = &mut this.tls
             {
+                tls.seal(&this.plain, &mut this.out);
+                this.plain.clear();
                 tls.close_notify();
                 tls.take_pending(&mut this.out);
             }
