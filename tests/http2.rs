@@ -321,7 +321,12 @@ fn continuation_floods_are_cut() {
     field.push(100); // value length, no Huffman
     field.extend_from_slice(&[b'a'; 100]);
     // Whole fields per frame, so that the block stays valid HPACK however long it gets.
-    let block: Vec<u8> = field.iter().copied().cycle().take(field.len() * 149).collect();
+    let block: Vec<u8> = field
+        .iter()
+        .copied()
+        .cycle()
+        .take(field.len() * 149)
+        .collect();
     let mut sent = 0usize;
     let mut reader = s.try_clone().unwrap();
     let watcher = std::thread::spawn(move || read_until_goaway(&mut reader));

@@ -86,6 +86,18 @@ fn https_serves_http11_mock_and_proxy() {
         let r = roundtrip(&mut s, &get_req("/hello", "localhost")).unwrap();
         assert_eq!(r.status, 200);
     }
+    // `connection: close` ends with close_notify: the client sees a clean end, not a cut.
+    let cfg = client_config(Some(&pki.ca.pem), &[], None);
+    let mut s = tls_connect(gw.https[0], "localhost", cfg).unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("a clean TLS close");
+    assert!(
+        all.ends_with(b"\r\n\r\nhi"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
     // The plain listener still speaks plain HTTP.
     assert_eq!(gw.request(&common::get("/hello")).text(), "hi");
 }

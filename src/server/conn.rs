@@ -219,6 +219,7 @@ impl Conn {
             match after {
                 After::Keep => {}
                 After::Close => {
+                    self.down.close_notify();
                     let _ = self.down.flush().await;
                     return;
                 }

@@ -98,6 +98,17 @@ impl Downstream {
         }
     }
 
+    /// On a TLS connection, queues close_notify (sent by the next `flush`), so that the client
+    /// knows the response ended on purpose; nothing on a plain one.
+    pub fn close_notify(&mut self) {
+        if let Some(t) = self.tls.as_deref_mut() {
+            // After what is pending, not before it.
+            t.io.seal(&self.out, &mut t.cout);
+            self.out.clear();
+            t.io.close_notify();
+        }
+    }
+
     /// Takes the connection apart for another protocol driver (HTTP/2): the socket, its TLS
     /// session, and the plaintext received but not consumed. Pending output is lost: flush first.
     pub fn into_parts(mut self) -> (TcpStream, Option<TlsIo>, Vec<u8>) {
@@ -241,9 +252,7 @@ impl Downstream {
     /// Closing with unread input would make the kernel send RST, and a client that is still
     /// sending could lose the response we just wrote (the "lingering close" of RFC 9112 §9.6).
     pub async fn linger_close(&mut self, timers: &Timers) {
-        if let Some(t) = self.tls.as_deref_mut() {
-            t.io.close_notify();
-        }
+        self.close_notify();
         if self.flush().await.is_err() {
             return;
         }
