@@ -508,3 +508,94 @@ fn nghttp_speaks_h2_over_tls_and_h2c() {
     assert!(out.contains("200"), "{out}");
     assert_eq!(backend.requests().len(), 20);
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 to backends
+
+fn h2_backend_config(pki: &tls_common::Pki, h2c_backend: SocketAddr, tls_port: u16) -> String {
+    config_with(
+        "",
+        "",
+        &format!(
+            r#"
+[[api]]
+name = "up"
+
+[[api.route]]
+key = "ANY /c/{{proxy+}}"
+integration = {{ type = "http_proxy", uri = "http://{h2c_backend}/{{proxy}}", upstream_protocol = "h2" }}
+
+[[api.route]]
+key = "ANY /t/{{proxy+}}"
+integration = {{ type = "http_proxy", uri = "https://localhost:{tls_port}/{{proxy}}", upstream_protocol = "h2", ca = "{}" }}
+"#,
+            pki.ca.pem.display()
+        ),
+    )
+}
+
+#[test]
+fn http2_backends_serve_http11_and_http2_clients() {
+    let pki = tls_common::Pki::new();
+    let plain = tls_common::h2_backend(None);
+    let tls = tls_common::h2_backend(Some(&pki.server));
+    let gw = Gateway::start(&h2_backend_config(&pki, plain, tls.port()));
+    // HTTP/1.1 clients: a GET, a POST with a body, to both backends.
+    for prefix in ["/c", "/t"] {
+        let r = gw.request(&common::get(&format!("{prefix}/a?x=1")));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "h2 backend: GET /a?x=1 proto=http body=0");
+        assert!(r.header("x-request-id").is_some());
+        let r = gw.request(&common::request(
+            "POST",
+            &format!("{prefix}/p"),
+            &[],
+            b"12345",
+        ));
+        assert_eq!(r.text(), "h2 backend: POST /p proto=http body=5");
+    }
+    // An HTTP/2 client: the body streams, the backend's trailers come back.
+    let addr = gw.addr;
+    let (r, trailer) = block_on(async move {
+        let mut s = h2c(addr).await;
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/t/up")
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = s.send_request(req, false).unwrap();
+        tls_common::send_all(&mut stream, bytes::Bytes::from(vec![7u8; 300_000]))
+            .await
+            .unwrap();
+        let resp = resp.await.unwrap();
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(c) = body.data().await {
+            let c = c.unwrap();
+            let _ = body.flow_control().release_capacity(c.len());
+            out.extend_from_slice(&c);
+        }
+        let t = body.trailers().await.unwrap();
+        (
+            (status, String::from_utf8(out).unwrap()),
+            t.and_then(|t| {
+                t.get("x-backend-trailer")
+                    .map(|v| v.to_str().unwrap().to_string())
+            }),
+        )
+    });
+    assert_eq!(
+        r,
+        (
+            200,
+            "h2 backend: POST /up proto=http body=300000".to_string()
+        )
+    );
+    assert_eq!(trailer.as_deref(), Some("yes"));
+    // A backend that does not speak HTTP/2 is a 502.
+    let h1 = Backend::start(Reply::ok("h1 only"));
+    let gw2 = Gateway::start(&h2_backend_config(&pki, h1.addr, tls.port()));
+    let r = gw2.request(&common::get("/c/x"));
+    assert_eq!(r.status, 502, "{}", r.text());
+}

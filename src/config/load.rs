@@ -1313,15 +1313,7 @@ fn http_proxy(errs: &mut Errors, raw: &S<RawIntegration>, scope: &Scope) -> Inte
         None => UpstreamProtocol::Http1,
         Some(p) => match p.get_ref().as_str() {
             "http/1.1" => UpstreamProtocol::Http1,
-            "h2" => {
-                // The model and the backend TLS config (ALPN h2) are ready; the client side of
-                // HTTP/2 towards backends is not written yet.
-                errs.at(
-                    p,
-                    "upstream_protocol = \"h2\" is not supported yet (backends speak http/1.1)",
-                );
-                UpstreamProtocol::H2
-            }
+            "h2" => UpstreamProtocol::H2,
             other => {
                 errs.at(
                     p,

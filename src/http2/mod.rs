@@ -22,6 +22,7 @@
 
 mod proxy;
 mod stream;
+pub mod upstream;
 
 use std::cell::Cell;
 use std::rc::Rc;

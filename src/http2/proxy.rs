@@ -88,6 +88,18 @@ pub(super) async fn forward(
         }
     };
     let req = render(sx, parts, target, path, params, framing);
+    if target.h2 {
+        return super::upstream::forward_from_h2(
+            sx,
+            &req,
+            body,
+            respond,
+            target,
+            body_limit,
+            connect_timeout,
+        )
+        .await;
+    }
     let replayable = framing == Framing::Empty
         && matches!(
             parts.method.as_str(),

@@ -268,6 +268,9 @@ pub async fn forward(
     target: &ProxyTarget,
     x: &mut Exchange,
 ) -> Result<Relayed, Failure> {
+    if target.h2 {
+        return crate::http2::upstream::forward_from_h1(ctx, down, req, target, x).await;
+    }
     let deadline = x.started + Duration::from_millis(target.timeout_ms);
 
     // The part of the body that arrived with the head goes out with it.

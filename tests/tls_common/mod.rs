@@ -524,3 +524,84 @@ pub fn tls_backend(leaf: &Leaf) -> SocketAddr {
     });
     addr
 }
+
+// ---------------------------------------------------------------------------------------------
+// An HTTP/2 backend
+
+/// An HTTP/2 backend on 127.0.0.1 port 0: cleartext (prior knowledge) without `leaf`, TLS with
+/// ALPN `h2` with it. Answers `"h2 backend: <method> <path?query> proto=<x-forwarded-proto>
+/// body=<bytes>"` and the trailer `x-backend-trailer: yes`.
+pub fn h2_backend(leaf: Option<&Leaf>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let acceptor = leaf.map(|leaf| {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(leaf.chain(), leaf.private_key())
+            .expect("backend config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(tcp).await {
+                                serve_h2(tls).await;
+                            }
+                        }
+                        None => serve_h2(tcp).await,
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+async fn serve_h2<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: T) {
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        tokio::spawn(async move {
+            let (parts, mut body) = req.into_parts();
+            let mut n = 0usize;
+            while let Some(Ok(chunk)) = body.data().await {
+                n += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            let proto = parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            let text = format!(
+                "h2 backend: {} {} proto={proto} body={n}",
+                parts.method,
+                parts.uri.path_and_query().map_or("", |p| p.as_str())
+            );
+            let resp = http::Response::builder().status(200).body(()).unwrap();
+            let Ok(mut send) = respond.send_response(resp, false) else {
+                return;
+            };
+            let _ = send.send_data(bytes::Bytes::from(text), false);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-backend-trailer", http::HeaderValue::from_static("yes"));
+            let _ = send.send_trailers(trailers);
+        });
+    }
+}
