@@ -82,6 +82,23 @@ if ((quick == 0)); then
 fi
 # --- end systemd --------------------------------------------------------------------------------
 
+# --- TLS and HTTP/2 (issue 5) ------------------------------------------------------------------
+# Real clients for tests/http2.rs and tests/tls.rs (nghttp, curl with HTTP/2, openssl s_client;
+# without them those checks skip with a message) and h2load for loadtest/run's h2 scenarios.
+tls_need=()
+command -v nghttp >/dev/null || tls_need+=(nghttp2-client)
+command -v h2load >/dev/null || tls_need+=(nghttp2-client)
+command -v openssl >/dev/null || tls_need+=(openssl)
+command -v curl >/dev/null || tls_need+=(curl)
+if ((${#tls_need[@]})) && ((quick == 0)); then
+    step "installing ${tls_need[*]} (TLS and HTTP/2 test clients)"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q "${tls_need[@]}" >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${tls_need[@]}" >/dev/null; }
+fi
+# --- end TLS and HTTP/2 -------------------------------------------------------------------------
+
 step "cargo test (unit, property, integration over real sockets)"
 cargo test --quiet
 
@@ -114,7 +131,7 @@ for f in examples/*.toml; do ./target/debug/tollgate validate "$f"; done
 
 if ((quick == 0)); then
     step "load-test driver smoke run (1 round, 2 s; figures are not meaningful here)"
-    loadtest/run --rounds 1 --duration 2 --connections 16 --no-install mock proxy
+    loadtest/run --rounds 1 --duration 2 --connections 16 --no-install mock proxy h2tls
 fi
 
 step "all tests passed"

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod http1;
+pub mod http2;
 pub mod integration;
 pub mod limits;
 pub mod net;

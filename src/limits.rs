@@ -89,3 +89,21 @@ pub const WS_TUNNEL_IDLE_TIMEOUT_MS: u64 = WS_IDLE_TIMEOUT_MS;
 /// Time allowed to write what a WebSocket connection has to send; a client that does not read
 /// for this long is disconnected.
 pub const WS_WRITE_TIMEOUT_MS: u64 = 30_000;
+/// Concurrent HTTP/2 streams per connection (`server.http2_streams_max`).
+pub const H2_STREAMS_MAX: u32 = 128;
+/// HTTP/2 flow-control window a stream opens with, in bytes (request bodies in flight per stream).
+pub const H2_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// HTTP/2 connection-level flow-control window, in bytes (all streams' request bodies together).
+pub const H2_CONN_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Response bytes one HTTP/2 stream may have buffered for sending before it waits for window.
+pub const H2_SEND_BUFFER_BYTES: usize = 128 * 1024;
+/// Streams a client may reset before we accept them (rapid-reset protection, CVE-2023-44487).
+pub const H2_PENDING_ACCEPT_RESETS_MAX: usize = 32;
+/// Streams we may reset because of the client's protocol errors before the connection is closed.
+pub const H2_LOCAL_ERROR_RESETS_MAX: usize = 256;
+/// Ciphertext read per TLS socket read, in bytes (one full TLS record is 16 KiB + overhead).
+pub const TLS_READ_BYTES: usize = 32 * 1024;
+/// Bytes the h2 I/O adapter buffers for writing before it applies backpressure.
+pub const H2_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// TLS sessions (by id) each TLS listener remembers for resumption.
+pub const TLS_SESSION_CACHE_MAX: usize = 4096;

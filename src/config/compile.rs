@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Limit generations for the cores' limiter shards; filled by `attach_limits`.
     pub limit_table: LimitTable,
+    /// One per `server.tls` listener, in config order (certificates loaded and checked).
+    pub tls: Vec<Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
@@ -197,6 +199,10 @@ pub struct ProxyTarget {
     /// A query string written in the URI (without '?'), sent before the client's.
     pub query: Option<Box<str>>,
     pub timeout_ms: u64,
+    /// `https://` backends: the client config and server name.
+    pub tls: Option<Arc<crate::net::tls::BackendTls>>,
+    /// `upstream_protocol = "h2"`.
+    pub h2: bool,
 }
 
 /// A template after stage-variable substitution: literal bytes and path-parameter holes.
@@ -347,8 +353,18 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                             }
                         }
                     }
-                    IntegrationConfig::HttpProxy { uri, timeout_ms } => {
-                        match proxy_target(uri, &stage.variables, &names, *timeout_ms) {
+                    IntegrationConfig::HttpProxy {
+                        uri,
+                        timeout_ms,
+                        ca,
+                        protocol,
+                    } => {
+                        let how = BackendHow {
+                            timeout_ms: *timeout_ms,
+                            ca: ca.as_deref(),
+                            h2: *protocol == super::UpstreamProtocol::H2,
+                        };
+                        match proxy_target(uri, &stage.variables, &names, &how) {
                             Ok(t) => Some(CompiledIntegration::HttpProxy(t)),
                             Err(e) => {
                                 errors.push(whole(format!("{where_}: uri: {e}")));
@@ -389,6 +405,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
         });
     }
     route_labels.push(route_labels_for("", "", ""));
+    let tls = tls_listeners(&config, &mut errors);
 
     match router {
         Some(router) if errors.is_empty() => Ok(Snapshot {
@@ -398,6 +415,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             route_labels,
             generation,
             limit_table: LimitTable::default(),
+            tls,
         }),
         _ => Err(errors),
     }
@@ -422,6 +440,32 @@ pub(crate) fn route_throttles(
         ));
     }
     throttles
+}
+
+/// Each TLS listener's rustls config; certificate and key files are read here, so a broken one
+/// refuses the whole config (at start, or a reload: the old config keeps serving).
+fn tls_listeners(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<Arc<rustls::ServerConfig>> {
+    let mut out = Vec::with_capacity(config.server.tls.len());
+    for l in &config.server.tls {
+        match crate::net::tls::server_config(l) {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                let addrs: Vec<String> = l.listen.iter().map(|a| a.to_string()).collect();
+                errors.push(whole(format!(
+                    "server.tls listener {}: {e}",
+                    addrs.join(", ")
+                )));
+            }
+        }
+    }
+    out
+}
+
+/// How an `http_proxy` integration talks to its backend, besides the URI.
+pub(crate) struct BackendHow<'a> {
+    pub timeout_ms: u64,
+    pub ca: Option<&'a std::path::Path>,
+    pub h2: bool,
 }
 
 pub(crate) fn route_labels_for(api: &str, stage: &str, route: &str) -> Arc<str> {
@@ -472,7 +516,7 @@ pub(crate) fn proxy_target(
     uri: &Template,
     vars: &std::collections::BTreeMap<String, String>,
     names: &[&str],
-    timeout_ms: u64,
+    how: &BackendHow<'_>,
 ) -> Result<ProxyTarget, String> {
     let full = resolve(uri, vars, names)?;
     // The scheme and authority must be literal once stage variables are in.
@@ -480,9 +524,14 @@ pub(crate) fn proxy_target(
         Some(RenderedPart::Literal(l)) => l,
         _ => return Err("the URI must start with http://host".into()),
     };
-    let rest = head
-        .strip_prefix(b"http://")
-        .ok_or_else(|| "only http:// backends are supported".to_string())?;
+    let https = head.len() >= 8 && head[..8].eq_ignore_ascii_case(b"https://");
+    let rest = if https {
+        &head[8..]
+    } else if head.len() >= 7 && head[..7].eq_ignore_ascii_case(b"http://") {
+        &head[7..]
+    } else {
+        return Err("only http:// and https:// backends are supported".to_string());
+    };
     let auth_end = rest
         .iter()
         .position(|&b| matches!(b, b'/' | b'?'))
@@ -495,7 +544,14 @@ pub(crate) fn proxy_target(
     if authority.is_empty() {
         return Err("the URI has no host".into());
     }
-    let addr = resolve_authority(authority)?;
+    let addr = resolve_authority(authority, if https { 443 } else { 80 })?;
+    let tls = if https {
+        let host = host_of(authority);
+        let tls = crate::net::tls::backend_tls(host, how.ca, how.h2)?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
 
     // Everything after the authority: path (with holes) and an optional literal query.
     let mut tail = full.clone();
@@ -538,15 +594,26 @@ pub(crate) fn proxy_target(
         authority: authority.into(),
         path,
         query: query.filter(|q| !q.is_empty()).map(Into::into),
-        timeout_ms,
+        timeout_ms: how.timeout_ms,
+        tls,
+        h2: how.h2,
     })
 }
 
-fn resolve_authority(authority: &str) -> Result<SocketAddr, String> {
+/// The host of `host[:port]` (IPv6 keeps its brackets).
+fn host_of(authority: &str) -> &str {
+    if has_port(authority) {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    } else {
+        authority
+    }
+}
+
+fn resolve_authority(authority: &str, default_port: u16) -> Result<SocketAddr, String> {
     let with_port = if has_port(authority) {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let mut addrs = with_port
         .to_socket_addrs()

@@ -12,24 +12,25 @@ use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::limits::{
-    BODY_BYTES_MAX, CONFIG_BYTES_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, HEADERS_CEILING,
-    HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS, LISTEN_BACKLOG,
-    PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS, UPSTREAM_CONNECT_TIMEOUT_MS,
-    UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS, WS_CONNECTION_AGE_MAX_MS,
-    WS_FRAME_BYTES_MAX, WS_IDLE_TIMEOUT_MS, WS_MESSAGE_BYTES_MAX, WS_PAYLOAD_BYTES_CEILING,
-    WS_PING_INTERVAL_MS,
+    BODY_BYTES_MAX, CONFIG_BYTES_MAX, H2_STREAMS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS,
+    HEADERS_CEILING, HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS,
+    LISTEN_BACKLOG, PATH_PARAMS_MAX, RECONCILE_TICK_MS, SHUTDOWN_TIMEOUT_MS,
+    UPSTREAM_CONNECT_TIMEOUT_MS, UPSTREAM_IDLE_PER_HOST_MAX, UPSTREAM_IDLE_TIMEOUT_MS,
+    WS_CONNECTION_AGE_MAX_MS, WS_FRAME_BYTES_MAX, WS_IDLE_TIMEOUT_MS, WS_MESSAGE_BYTES_MAX,
+    WS_PAYLOAD_BYTES_CEILING, WS_PING_INTERVAL_MS,
 };
 use crate::router::RouteKey;
 
 use super::model::{
-    AccountConfig, AdminConfig, ApiConfig, Config, IntegrationConfig, Protocol, RouteConfig,
-    ServerConfig, StageConfig, Throttle, WebSocketSettings,
+    AccountConfig, AdminConfig, ApiConfig, CertConfig, ClientAuth, Config, IntegrationConfig,
+    Protocol, RouteConfig, ServerConfig, StageConfig, Throttle, TlsListenerConfig,
+    UpstreamProtocol, WebSocketSettings,
 };
 use super::template::{self, Part, Template};
 
@@ -68,7 +69,10 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
         }]
     })?;
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text),
+        Ok(text) => parse(&text).map(|mut c| {
+            relative_to(&mut c, path.parent().unwrap_or(Path::new("")));
+            c
+        }),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             // Everything before `valid` is UTF-8, so it can be indexed for a position.
@@ -79,6 +83,32 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
                 col,
                 message: "the file is not valid UTF-8".to_string(),
             }])
+        }
+    }
+}
+
+/// Resolves the relative file paths in `config` (certificates, keys, CA bundles) against `dir`,
+/// the config file's directory, so that they name the same files whatever the working directory.
+fn relative_to(config: &mut Config, dir: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    for l in &mut config.server.tls {
+        for c in &mut l.certs {
+            fix(&mut c.cert);
+            fix(&mut c.key);
+        }
+        if let Some(ca) = &mut l.client_ca {
+            fix(ca);
+        }
+    }
+    for api in &mut config.apis {
+        for r in &mut api.routes {
+            if let IntegrationConfig::HttpProxy { ca: Some(ca), .. } = &mut r.integration {
+                fix(ca);
+            }
         }
     }
 }
@@ -110,6 +140,8 @@ const HEADER_BYTES_MAX_RANGE: RangeInclusive<i64> = 1024..=1024 * 1024;
 /// Any `*_ms` in `[server]`: a day, so `now + timeout` can never overflow an `Instant`.
 const SERVER_TIMEOUT_MS_MAX: i64 = 86_400_000;
 const UPSTREAM_IDLE_PER_HOST_MAX_MAX: i64 = 65_535;
+/// Largest `http2_streams_max` (RFC 9113 allows 2^31-1; more than this is only an attack surface).
+const H2_STREAMS_MAX_MAX: i64 = 10_000;
 const INTEGRATION_TIMEOUT_MS_MAX: i64 = 600_000;
 const API_NAME_BYTES_MAX: usize = 64;
 const STAGE_NAME_BYTES_MAX: usize = 128;
@@ -178,6 +210,28 @@ struct RawServer {
     upstream_idle_timeout_ms: Option<S<i64>>,
     upstream_connect_timeout_ms: Option<S<i64>>,
     shutdown_timeout_ms: Option<S<i64>>,
+    http2_streams_max: Option<S<i64>>,
+    #[serde(default)]
+    tls: Vec<S<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    certs: Vec<S<RawCert>>,
+    client_ca: Option<S<String>>,
+    client_auth: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCert {
+    cert: Option<S<String>>,
+    key: Option<S<String>>,
+    #[serde(default)]
+    domains: Vec<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +286,8 @@ struct RawIntegration {
     uri: Option<S<String>>,
     timeout_ms: Option<S<i64>>,
     echo: Option<S<bool>>,
+    ca: Option<S<String>>,
+    upstream_protocol: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -450,14 +506,20 @@ fn server(
 ) -> (ServerConfig, Vec<(SocketAddr, usize)>) {
     let empty = RawServer::default();
     let (r, at) = raw.map_or((&empty, 0), |s| (s.get_ref(), s.span().start));
-    let listeners = listeners(errs, r.listen.as_ref(), at);
+    let mut listeners = listeners(errs, r.listen.as_ref(), at);
+    let listen = listeners.iter().map(|(a, _)| *a).collect();
+    let tls: Vec<TlsListenerConfig> = r
+        .tls
+        .iter()
+        .map(|t| tls_listener(errs, t, &mut listeners))
+        .collect();
     let ms = 1..=SERVER_TIMEOUT_MS_MAX;
     let config = ServerConfig {
         cores: r
             .cores
             .as_ref()
             .map(|c| int(errs, Some(c), "cores", 1..=CORES_MAX, 1)),
-        listen: listeners.iter().map(|(a, _)| *a).collect(),
+        listen,
         backlog: int(
             errs,
             r.backlog.as_ref(),
@@ -528,6 +590,14 @@ fn server(
             ms,
             SHUTDOWN_TIMEOUT_MS,
         ),
+        tls,
+        http2_streams_max: int(
+            errs,
+            r.http2_streams_max.as_ref(),
+            "http2_streams_max",
+            1..=H2_STREAMS_MAX_MAX,
+            H2_STREAMS_MAX,
+        ),
     };
     (config, listeners)
 }
@@ -565,6 +635,158 @@ fn listeners(
         out.push((addr, s.span().start));
     }
     out
+}
+
+/// One `[[server.tls]]` table. Its addresses join `taken` (every listener so far), so that an
+/// address used twice, plain or TLS, is an error where it appears the second time.
+fn tls_listener(
+    errs: &mut Errors,
+    raw: &S<RawTls>,
+    taken: &mut Vec<(SocketAddr, usize)>,
+) -> TlsListenerConfig {
+    let r = raw.get_ref();
+    let mut listen = Vec::new();
+    match &r.listen {
+        None => errs.at(
+            raw,
+            "server.tls needs listen, e.g. listen = [\"0.0.0.0:8443\"]",
+        ),
+        Some(list) if list.get_ref().is_empty() => errs.at(
+            list,
+            "server.tls.listen: expected at least one address, e.g. [\"0.0.0.0:8443\"]",
+        ),
+        Some(list) => {
+            for s in list.get_ref() {
+                let Ok(addr) = s.get_ref().parse::<SocketAddr>() else {
+                    errs.at(
+                        s,
+                        format!("server.tls.listen: {}", expected_addr(s.get_ref())),
+                    );
+                    continue;
+                };
+                if addr.port() != 0
+                    && let Some(&(_, first)) = taken.iter().find(|(a, _)| *a == addr)
+                {
+                    let message = format!(
+                        "server.tls.listen: {addr} is already a listener (line {})",
+                        errs.line(first)
+                    );
+                    errs.at(s, message);
+                    continue;
+                }
+                taken.push((addr, s.span().start));
+                listen.push(addr);
+            }
+        }
+    }
+    if r.certs.is_empty() {
+        errs.at(
+            raw,
+            "server.tls needs certs, e.g. certs = [{ cert = \"api.pem\", key = \"api.key\", domains = [\"api.example.com\"] }]",
+        );
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let certs = r
+        .certs
+        .iter()
+        .map(|c| cert_entry(errs, c, &mut seen))
+        .collect();
+    let client_ca = r
+        .client_ca
+        .as_ref()
+        .map(|p| file_path(errs, p, "client_ca"));
+    let client_auth = match &r.client_auth {
+        None if client_ca.is_some() => ClientAuth::Required,
+        None => ClientAuth::None,
+        Some(a) => match a.get_ref().as_str() {
+            "required" | "optional" if client_ca.is_none() => {
+                errs.at(
+                    a,
+                    "client_auth needs client_ca: the CA bundle (PEM) client certificates must chain to",
+                );
+                ClientAuth::None
+            }
+            "required" => ClientAuth::Required,
+            "optional" => ClientAuth::Optional,
+            "none" if client_ca.is_some() => {
+                errs.at(
+                    a,
+                    "client_auth = \"none\" with a client_ca: remove one of them",
+                );
+                ClientAuth::None
+            }
+            "none" => ClientAuth::None,
+            other => {
+                errs.at(
+                    a,
+                    format!(
+                        "client_auth: expected \"required\", \"optional\" or \"none\", got {other:?}"
+                    ),
+                );
+                ClientAuth::None
+            }
+        },
+    };
+    TlsListenerConfig {
+        listen,
+        certs,
+        client_ca,
+        client_auth,
+    }
+}
+
+/// `{ cert, key, domains }`; a domain named by two certificates of one listener is an error.
+fn cert_entry(
+    errs: &mut Errors,
+    raw: &S<RawCert>,
+    seen: &mut HashMap<String, usize>,
+) -> CertConfig {
+    let r = raw.get_ref();
+    let mut need = |v: &Option<S<String>>, field: &str| match v {
+        Some(p) => file_path(errs, p, field),
+        None => {
+            errs.at(
+                raw,
+                format!("certs: each entry needs {field} (a PEM file path)"),
+            );
+            PathBuf::new()
+        }
+    };
+    let cert = need(&r.cert, "cert");
+    let key = need(&r.key, "key");
+    let mut domains = Vec::with_capacity(r.domains.len());
+    for d in &r.domains {
+        let name = d.get_ref().to_ascii_lowercase();
+        let bare = name.strip_prefix("*.").unwrap_or(&name);
+        if !is_dns_name(bare) {
+            errs.at(
+                d,
+                format!(
+                    "domains: expected a DNS name or *.name, got {:?}",
+                    d.get_ref()
+                ),
+            );
+            continue;
+        }
+        if let Some(&first) = seen.get(&name) {
+            let message = format!(
+                "domains: {name} is already served by the certificate at line {}",
+                errs.line(first)
+            );
+            errs.at(d, message);
+            continue;
+        }
+        seen.insert(name.clone(), d.span().start);
+        domains.push(name);
+    }
+    CertConfig { cert, key, domains }
+}
+
+fn file_path(errs: &mut Errors, raw: &S<String>, field: &str) -> PathBuf {
+    if raw.get_ref().is_empty() || raw.get_ref().contains('\0') {
+        errs.at(raw, format!("{field}: expected a file path"));
+    }
+    PathBuf::from(raw.get_ref())
 }
 
 fn expected_addr(got: &str) -> String {
@@ -1254,7 +1476,12 @@ fn ws_integration(
                 "http",
                 takes,
             );
-            let IntegrationConfig::HttpProxy { uri, timeout_ms } = http_proxy(errs, raw, scope)
+            let IntegrationConfig::HttpProxy {
+                uri,
+                timeout_ms,
+                ca,
+                ..
+            } = http_proxy(errs, raw, scope)
             else {
                 return placeholder_integration();
             };
@@ -1264,7 +1491,11 @@ fn ws_integration(
                     format!("a websocket route has no path parameters (found {{{p}}})"),
                 );
             }
-            IntegrationConfig::Http { uri, timeout_ms }
+            IntegrationConfig::Http {
+                uri,
+                timeout_ms,
+                ca,
+            }
         }
         "http_proxy" => {
             errs.at(
@@ -1304,6 +1535,13 @@ fn integration(errs: &mut Errors, raw: &S<RawIntegration>, scope: &Scope) -> Int
             if let Some(e) = &r.echo {
                 errs.at(e, "echo is for mock integrations of websocket APIs");
             }
+            not_a_field(errs, "mock", "ca", r.ca.as_ref());
+            not_a_field(
+                errs,
+                "mock",
+                "upstream_protocol",
+                r.upstream_protocol.as_ref(),
+            );
             mock(errs, r, scope)
         }
         "http_proxy" => {
@@ -1336,7 +1574,7 @@ fn not_a_field<T>(errs: &mut Errors, kind: &str, field: &str, value: Option<&S<T
         let takes = if kind == "mock" {
             "status, headers, body"
         } else {
-            "uri, timeout_ms"
+            "uri, timeout_ms, ca, upstream_protocol"
         };
         errs.at(
             v,
@@ -1469,7 +1707,27 @@ fn http_proxy(errs: &mut Errors, raw: &S<RawIntegration>, scope: &Scope) -> Inte
             }
         },
     };
-    IntegrationConfig::HttpProxy { uri, timeout_ms }
+    let ca = r.ca.as_ref().map(|p| file_path(errs, p, "ca"));
+    let protocol = match &r.upstream_protocol {
+        None => UpstreamProtocol::Http1,
+        Some(p) => match p.get_ref().as_str() {
+            "http/1.1" => UpstreamProtocol::Http1,
+            "h2" => UpstreamProtocol::H2,
+            other => {
+                errs.at(
+                    p,
+                    format!("upstream_protocol: expected \"http/1.1\" or \"h2\", got {other:?}"),
+                );
+                UpstreamProtocol::Http1
+            }
+        },
+    };
+    IntegrationConfig::HttpProxy {
+        uri,
+        timeout_ms,
+        ca,
+        protocol,
+    }
 }
 
 /// A mock header value or body.
@@ -1546,9 +1804,8 @@ fn check_uri_in_stages(errs: &mut Errors, at: usize, t: &Template, stages: &[Sta
     }
 }
 
-/// Checks a proxy URI without stage variables: `http://host[:port]` then an optional path.
+/// Checks a proxy URI without stage variables: `http[s]://host[:port]` then an optional path.
 fn check_uri(t: &Template) -> Result<(), String> {
-    const SCHEME: &str = "http://";
     let head = match t.parts.first() {
         Some(Part::Literal(l)) => l.as_str(),
         _ => "",
@@ -1557,16 +1814,17 @@ fn check_uri(t: &Template) -> Result<(), String> {
         head.get(..p.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(p))
     };
-    if has_prefix("https://") {
-        return Err("https backends are not supported yet (expected an http:// uri)".to_string());
-    }
-    if !has_prefix(SCHEME) {
+    let scheme_len = if has_prefix("https://") {
+        "https://".len()
+    } else if has_prefix("http://") {
+        "http://".len()
+    } else {
         return Err(format!(
-            "uri: expected http://host[:port]/path, got {:?}",
+            "uri: expected http://host[:port]/path or https://..., got {:?}",
             uri_text(t)
         ));
-    }
-    let rest = &head[SCHEME.len()..];
+    };
+    let rest = &head[scheme_len..];
     let authority = match rest.find('/') {
         Some(i) => &rest[..i],
         None => {
@@ -1579,7 +1837,7 @@ fn check_uri(t: &Template) -> Result<(), String> {
         }
     };
     if authority.is_empty() {
-        return Err("uri: no host (expected http://host[:port]/path)".to_string());
+        return Err("uri: no host (expected http[s]://host[:port]/path)".to_string());
     }
     check_authority(authority)?;
     // What follows the authority goes into the request line sent to the backend.
@@ -2060,7 +2318,7 @@ key = "GET /a/{id}"
 integration = { type = "mock", status = 700, body = "${request.path.nope}" }
 [[api.route]]
 key = "GET /a/{id}"
-integration = { type = "http_proxy", uri = "https://b/{id}" }
+integration = { type = "http_proxy", uri = "ftp://b/{id}" }
 [[api]]
 name = "shop"
 protocol = "rest"
@@ -2085,7 +2343,7 @@ name = "$default"
                 "11:41: status: expected 100..=599, got 700",
                 "11:53: route GET /a/{id} has no path parameter {nope}",
                 "13:7: duplicate route key GET /a/{id} (first at line 10)",
-                "14:44: https backends are not supported yet (expected an http:// uri)",
+                "14:44: uri: expected http://host[:port]/path or https://..., got \"ftp://b/{id}\"",
                 "16:8: duplicate API name shop (first at line 7)",
                 r#"17:12: protocol: expected "http" or "websocket", got "rest""#,
                 "18:1: route needs an integration, e.g. integration = { type = \"mock\" }",
@@ -2270,7 +2528,7 @@ name = "$default"
         one_error(
             &with_route("{ type = \"http_proxy\", uri = \"http://b\", body = \"\" }"),
             7,
-            "body is not a field of a http_proxy integration (it takes uri, timeout_ms)",
+            "body is not a field of a http_proxy integration (it takes uri, timeout_ms, ca, upstream_protocol)",
         );
         one_error(
             &with_route("{ type = \"http_proxy\", uri = \"http://b\", status = 200 }"),
@@ -2568,15 +2826,17 @@ name = "$default"
             "http://[::1]:9000/x",
             "http://[::1]",
             "http://b/{id}/rest",
+            "https://b",
+            "HTTPS://b:8443/x",
         ] {
             ok(&p(good));
         }
         for (bad, want) in [
-            ("https://b", "https backends are not supported yet"),
             (
                 "ftp://b",
-                "uri: expected http://host[:port]/path, got \"ftp://b\"",
+                "uri: expected http://host[:port]/path or https://..., got \"ftp://b\"",
             ),
+            ("https://", "uri: no host"),
             ("b:80", "uri: expected http://"),
             ("{id}", "uri: expected http://"),
             ("http://", "uri: no host"),
@@ -2659,7 +2919,7 @@ name = "$default"
             "uri: invalid host in \"bad host\" (expected host[:port] with a DNS name, an IPv4 address or [IPv6]) (in stage dev, where the uri is \"http://bad host/a b\")",
         );
         // A whole URI in a stage variable.
-        let stages = "[[api.stage]]\nname = \"prod\"\nvariables = { url = \"http://b/{x}\" }\n[[api.stage]]\nname = \"dev\"\nvariables = { url = \"https://b\" }\n";
+        let stages = "[[api.stage]]\nname = \"prod\"\nvariables = { url = \"http://b/{x}\" }\n[[api.stage]]\nname = \"dev\"\nvariables = { url = \"gopher://b\" }\n";
         let text = format!(
             "{}{stages}",
             with_route("{ type = \"http_proxy\", uri = \"${stageVariables.url}\" }")
@@ -2672,10 +2932,7 @@ name = "$default"
             "{errs:#?}"
         );
         assert!(
-            errs[1]
-                .2
-                .starts_with("https backends are not supported yet")
-                && errs[1].2.contains("in stage dev"),
+            errs[1].2.starts_with("uri: expected http://") && errs[1].2.contains("in stage dev"),
             "{errs:#?}"
         );
     }

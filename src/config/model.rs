@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::router::RouteKey;
 
@@ -38,6 +39,50 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT/SIGQUIT: how long in-flight requests may take before what remains is
     /// closed.
     pub shutdown_timeout_ms: u64,
+    /// `[[server.tls]]`: HTTPS listeners, each with its certificates.
+    pub tls: Vec<TlsListenerConfig>,
+    /// `http2_streams_max`: concurrent HTTP/2 streams a client may open on one connection.
+    pub http2_streams_max: u32,
+}
+
+/// `[[server.tls]]`: addresses that speak TLS (ALPN `h2` and `http/1.1`) with these certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListenerConfig {
+    /// At least one; none is also a plain listener or another TLS listener's.
+    pub listen: Vec<SocketAddr>,
+    /// At least one; the first is the default for clients whose SNI names none of the domains.
+    pub certs: Vec<CertConfig>,
+    /// CA bundle (PEM) that client certificates must chain to; set iff `client_auth` is not `None`.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// One certificate chain and its key, served for `domains`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertConfig {
+    /// PEM files; relative paths are resolved against the config file's directory by `load`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Lower-cased DNS names, or `*.` followed by one (matches exactly one more label).
+    pub domains: Vec<String>,
+}
+
+/// Whether a TLS listener asks clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    /// A client may present one; if it does, it must verify.
+    Optional,
+    /// The handshake fails without a valid client certificate.
+    Required,
+}
+
+/// What an `http_proxy` integration speaks to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 (over TLS with ALPN for `https://`, prior knowledge for `http://`).
+    H2,
 }
 
 /// `[account]`: account-wide settings.
@@ -162,19 +207,29 @@ pub enum IntegrationConfig {
     },
     HttpProxy {
         /// `http://host:port/path...` with `{param}`, `{proxy}` and `${stageVariables.x}`. After
-        /// substituting any stage's variables: starts with `http://`, the authority (up to the
-        /// first '/') is a literal valid `host[:port]` (port 1..=65535, default 80), and the
-        /// literal rest is visible ASCII without '#'.
+        /// substituting any stage's variables: starts with `http://` or `https://`, the authority
+        /// (up to the first '/') is a literal valid `host[:port]` (port 1..=65535, default 80 or
+        /// 443), and the literal rest is visible ASCII without '#'.
         uri: Template,
         /// 1..=600000.
         timeout_ms: u64,
+        /// `ca`: PEM bundle that an `https://` backend's certificate must chain to, instead of
+        /// the system's roots. Resolved against the config file's directory by `load`.
+        ca: Option<PathBuf>,
+        /// `upstream_protocol`: `"http/1.1"` (default) or `"h2"`.
+        protocol: UpstreamProtocol,
     },
     /// Websocket APIs, message routes only (`type = "mock", echo = true`): the message goes
     /// back to its sender unchanged, text or binary.
     Echo,
     /// Websocket APIs only (`type = "http"`): the event JSON is POSTed to `uri`, which obeys
     /// the rules of `HttpProxy::uri` and has no path parameters.
-    Http { uri: Template, timeout_ms: u64 },
+    Http {
+        uri: Template,
+        timeout_ms: u64,
+        /// As `HttpProxy::ca`, for an `https://` backend.
+        ca: Option<PathBuf>,
+    },
 }
 
 /// `[[api.stage]]`

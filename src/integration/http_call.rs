@@ -20,9 +20,9 @@ use crate::http1::{self, BodyDecoder, HeadLimits, encode};
 use crate::limits::{HEADERS_CEILING, INTEGRATION_RESPONSE_BYTES_MAX};
 use crate::router::Params;
 use crate::server::core::CoreCtx;
-use crate::server::downstream::{ReadError, compact, read_append};
+use crate::server::downstream::{ReadError, compact};
 
-use super::http_proxy::{self, Failure, acquire, reserve_read, write_by};
+use super::http_proxy::{self, Failure, acquire, reserve_read};
 use super::pool::UpstreamConn;
 
 /// What the backend answered.
@@ -76,7 +76,7 @@ pub async fn post_json(
     let mut retried = false;
     loop {
         let connect_by = deadline.min(ctx.timers.now() + connect_timeout);
-        let mut up = acquire(ctx, target.addr, connect_by)
+        let mut up = acquire(ctx, target, connect_by)
             .await
             .map_err(from_failure)?;
         let pooled = up.uses > 0;
@@ -161,7 +161,8 @@ async fn exchange(
     limits: &HeadLimits,
 ) -> Result<(CallResponse, bool), (Attempt, Vec<u8>)> {
     up.buf.clear();
-    let BufResult(res, req) = write_by(ctx, &up.stream, req, deadline).await;
+    // Through the connection, so an `https://` backend's bytes are sealed.
+    let BufResult(res, req) = up.write_all(&ctx.timers, req, deadline).await;
     if let Err(e) = res {
         let a = if e.kind() == std::io::ErrorKind::TimedOut {
             Attempt::Failed(timed_out(up))
@@ -284,10 +285,8 @@ async fn read_more(
     deadline: Instant,
     max: usize,
 ) -> Result<(), ReadError> {
-    let buf = reserve_read(std::mem::take(&mut up.buf), max);
-    let (res, buf) = read_append(&ctx.timers, &up.stream, buf, deadline).await;
-    up.buf = buf;
-    res.map(|_| ())
+    up.buf = reserve_read(std::mem::take(&mut up.buf), max);
+    up.read_append(&ctx.timers, deadline).await.map(|_| ())
 }
 
 fn timed_out(up: &UpstreamConn) -> CallError {

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use compio::buf::BufResult;
-use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 
 use crate::config::ProxyTarget;
@@ -21,8 +20,9 @@ use crate::error::ErrorKind;
 use crate::http1::{self, BodyDecoder, Framing, HeadLimits, RequestHead, encode};
 use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
+use crate::server::accept::ConnInfo;
 use crate::server::core::CoreCtx;
-use crate::server::downstream::{Downstream, ReadError, compact, read_append};
+use crate::server::downstream::{Downstream, ReadError, compact};
 use crate::server::respond::{CONTINUE, RequestId};
 
 use super::pool::UpstreamConn;
@@ -86,19 +86,60 @@ pub fn is_websocket_upgrade(head: &RequestHead<'_, '_>) -> bool {
 }
 
 /// Writes the request head for the backend into `req`.
-#[allow(clippy::too_many_arguments)]
 pub fn render_request(
     req: &mut Vec<u8>,
     head: &RequestHead<'_, '_>,
     target: &ProxyTarget,
     params: &Params,
-    peer: Option<SocketAddr>,
+    info: &ConnInfo,
     request_id: &RequestId,
 ) {
-    req.extend_from_slice(head.method.as_bytes());
+    let out = Outgoing {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        host: head.host,
+        framing: head.framing,
+        connection: http1::header_value(head.headers, "connection").unwrap_or(b""),
+        upgrade_websocket: is_websocket_upgrade(head),
+    };
+    let fields = head.headers.iter().map(|h| (h.name, h.value));
+    render_head(req, &out, fields, target, params, info, request_id);
+}
+
+/// The parts of a client request the backend request is made of, whatever the client spoke.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// As routed (the path `params` index into).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The host the client named (`Host` or `:authority`), for `x-forwarded-host`.
+    pub host: Option<&'a str>,
+    /// How the body is sent to the backend.
+    pub framing: Framing,
+    /// The client's `Connection` header: the fields it names are hop-by-hop too.
+    pub connection: &'a [u8],
+    /// An HTTP/1.1 `Upgrade: websocket` to relay: `Connection`/`Upgrade` go to the backend.
+    pub upgrade_websocket: bool,
+}
+
+/// Writes an HTTP/1.1 request head for the backend into `req`: the target's path and query,
+/// the client's end-to-end `fields`, then ours (`x-forwarded-*`, `x-request-id`, the client
+/// certificate's identity, framing).
+pub fn render_head<'f>(
+    req: &mut Vec<u8>,
+    out: &Outgoing<'_>,
+    fields: impl Iterator<Item = (&'f str, &'f [u8])>,
+    target: &ProxyTarget,
+    params: &Params,
+    info: &ConnInfo,
+    request_id: &RequestId,
+) {
+    req.extend_from_slice(out.method.as_bytes());
     req.push(b' ');
-    target.path.render(head.path, params, req);
-    match (&target.query, head.query) {
+    target.path.render(out.path, params, req);
+    match (&target.query, out.query) {
         (Some(q), Some(c)) if !c.is_empty() => {
             req.push(b'?');
             req.extend_from_slice(q.as_bytes());
@@ -118,12 +159,11 @@ pub fn render_request(
     req.extend_from_slice(b" HTTP/1.1\r\n");
     encode::header(req, b"host", target.authority.as_bytes());
 
-    let connection = http1::header_value(head.headers, "connection").unwrap_or(b"");
     let mut xff: Option<&[u8]> = None;
-    for h in head.headers {
-        let name = h.name.as_bytes();
+    for (field, value) in fields {
+        let name = field.as_bytes();
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            xff = Some(h.value);
+            xff = Some(value);
             continue;
         }
         if is_hop_by_hop(name)
@@ -133,35 +173,47 @@ pub fn render_request(
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || name.eq_ignore_ascii_case(b"x-request-id")
-            || http1::has_token(connection, h.name)
+            // Only the gateway vouches for a client certificate.
+            || name.eq_ignore_ascii_case(b"x-client-cert-subject")
+            || name.eq_ignore_ascii_case(b"x-client-cert-fingerprint")
+            || http1::has_token(out.connection, field)
         {
             continue;
         }
-        encode::header(req, name, h.value);
+        encode::header(req, name, value);
     }
     req.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prev) = xff.filter(|v| !v.is_empty()) {
         req.extend_from_slice(prev);
         req.extend_from_slice(b", ");
     }
-    if let Some(p) = peer {
+    if let Some(p) = info.peer {
         let mut ip = [0u8; 64];
         let n = format_ip(p, &mut ip);
         req.extend_from_slice(&ip[..n]);
     }
     req.extend_from_slice(b"\r\n");
-    encode::header(req, b"x-forwarded-proto", b"http");
-    if let Some(h) = head.host {
+    let proto: &[u8] = if info.tls.is_some() {
+        b"https"
+    } else {
+        b"http"
+    };
+    encode::header(req, b"x-forwarded-proto", proto);
+    if let Some(h) = out.host {
         encode::header(req, b"x-forwarded-host", h.as_bytes());
     }
     encode::header(req, b"x-request-id", request_id.as_bytes());
-    if is_websocket_upgrade(head) {
+    if out.upgrade_websocket {
         // Hop-by-hop, so dropped above; an upgrade is the one case they are meant for the
         // next hop. The Sec-WebSocket-* headers are end-to-end and went through.
         encode::header(req, b"connection", b"upgrade");
         encode::header(req, b"upgrade", b"websocket");
     }
-    match head.framing {
+    if let Some(c) = &info.client_cert {
+        encode::header(req, b"x-client-cert-subject", c.subject.as_bytes());
+        encode::header(req, b"x-client-cert-fingerprint", c.fingerprint.as_bytes());
+    }
+    match out.framing {
         Framing::Length(n) => encode::header_u64(req, b"content-length", n),
         Framing::Chunked => encode::header(req, b"transfer-encoding", b"chunked"),
         Framing::Empty | Framing::UntilClose => {}
@@ -240,6 +292,9 @@ pub async fn forward(
     target: &ProxyTarget,
     x: &mut Exchange,
 ) -> Result<Relayed, Failure> {
+    if target.h2 {
+        return crate::http2::upstream::forward_from_h1(ctx, down, req, target, x).await;
+    }
     let deadline = x.started + Duration::from_millis(target.timeout_ms);
 
     // The part of the body that arrived with the head goes out with it.
@@ -249,7 +304,7 @@ pub async fn forward(
     let mut retried = false;
     let (mut up, resp) = loop {
         let connect_by = deadline.min(ctx.timers.now() + x.connect_timeout);
-        let mut up = acquire(ctx, target.addr, connect_by).await?;
+        let mut up = acquire(ctx, target, connect_by).await?;
         let pooled = up.uses > 0;
         match exchange_head(ctx, down, req, &mut up, x, deadline).await {
             Ok(resp) => break (up, resp),
@@ -300,13 +355,15 @@ fn take_body(down: &mut Downstream, req: &mut Vec<u8>, x: &mut Exchange) -> Resu
     Ok(())
 }
 
-/// A pooled connection to `addr`, or a fresh one made before `connect_by`.
-pub(crate) async fn acquire(
+/// A pooled connection to the target's backend, or a new one (TLS handshake included).
+pub async fn acquire(
     ctx: &CoreCtx,
-    addr: SocketAddr,
+    target: &ProxyTarget,
     connect_by: Instant,
 ) -> Result<UpstreamConn, Failure> {
-    if let Some(c) = ctx.pool.borrow_mut().take(addr, ctx.timers.now()) {
+    let addr = target.addr;
+    let tls_id = target.tls.as_ref().map_or(0, |t| t.id);
+    if let Some(c) = ctx.pool.borrow_mut().take(addr, tls_id, ctx.timers.now()) {
         return Ok(c);
     }
     match ctx
@@ -316,7 +373,19 @@ pub(crate) async fn acquire(
     {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(UpstreamConn::new(stream, addr))
+            match &target.tls {
+                None => Ok(UpstreamConn::new(stream, addr)),
+                Some(tls) => UpstreamConn::connect_tls(stream, addr, tls, &ctx.timers, connect_by)
+                    .await
+                    .map_err(|why| {
+                        let kind = if why.ends_with("timed out") {
+                            ErrorKind::GatewayTimeout
+                        } else {
+                            ErrorKind::BadGateway
+                        };
+                        Failure::Respond(kind, format!("backend {addr}: {why}"))
+                    }),
+            }
         }
         Ok(Err(e)) => Err(Failure::Respond(
             ErrorKind::BadGateway,
@@ -356,7 +425,7 @@ async fn exchange_head(
 ) -> Result<RespHead, Stale> {
     up.buf.clear();
     let first = std::mem::take(req);
-    let BufResult(res, first) = write_by(ctx, &up.stream, first, deadline).await;
+    let BufResult(res, first) = up.write_all(&ctx.timers, first, deadline).await;
     *req = first;
     if let Err(e) = res {
         return Err(if e.kind() == std::io::ErrorKind::TimedOut {
@@ -398,7 +467,7 @@ async fn exchange_head(
                 continue;
             }
             let chunk = std::mem::take(req);
-            let BufResult(res, chunk) = write_by(ctx, &up.stream, chunk, deadline).await;
+            let BufResult(res, chunk) = up.write_all(&ctx.timers, chunk, deadline).await;
             *req = chunk;
             res.map_err(|e| {
                 Stale::Fail(if e.kind() == std::io::ErrorKind::TimedOut {
@@ -465,11 +534,8 @@ async fn exchange_head(
                 }
             }
         }
-        let buf = std::mem::take(&mut up.buf);
-        let buf = reserve_read(buf, x.head_limits.header_bytes_max);
-        let (res, buf) = read_append(&ctx.timers, &up.stream, buf, deadline).await;
-        up.buf = buf;
-        match res {
+        up.buf = reserve_read(std::mem::take(&mut up.buf), x.head_limits.header_bytes_max);
+        match up.read_append(&ctx.timers, deadline).await {
             Ok(_) => {}
             Err(ReadError::Timeout) => return Err(Stale::Fail(timeout_failure(up.addr))),
             Err(ReadError::Eof) if !seen_any => {
@@ -495,7 +561,7 @@ async fn exchange_head(
     }
 }
 
-fn timeout_failure(addr: SocketAddr) -> Failure {
+pub fn timeout_failure(addr: SocketAddr) -> Failure {
     Failure::Respond(
         ErrorKind::GatewayTimeout,
         format!("backend {addr}: no response within the integration timeout"),
@@ -606,16 +672,11 @@ async fn relay_response(
                 .await
                 .map_err(|e| Failure::Abort(format!("client write: {e}")))?;
         }
-        let buf = reserve_read(std::mem::take(&mut up.buf), RELAY_READ_BYTES);
-        let (res, buf) = read_append(
-            &ctx.timers,
-            &up.stream,
-            buf,
-            ctx.timers.now() + read_timeout,
-        )
-        .await;
-        up.buf = buf;
-        match res {
+        up.buf = reserve_read(std::mem::take(&mut up.buf), RELAY_READ_BYTES);
+        match up
+            .read_append(&ctx.timers, ctx.timers.now() + read_timeout)
+            .await
+        {
             Ok(_) => {}
             Err(ReadError::Eof) if resp.framing == Framing::UntilClose => {
                 if chunked_out {
@@ -646,7 +707,8 @@ async fn relay_response(
     Ok(relayed)
 }
 
-pub(crate) fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
+/// `buf` with room for a read: doubled (between `READ_BUF_BYTES` and `max`) when nearly full.
+pub fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
     if buf.capacity() - buf.len() < 4096 {
         let want = (buf.capacity() * 2).clamp(
             crate::limits::READ_BUF_BYTES,
@@ -655,23 +717,4 @@ pub(crate) fn reserve_read(mut buf: Vec<u8>, max: usize) -> Vec<u8> {
         buf.reserve(want.saturating_sub(buf.len()).max(4096));
     }
     buf
-}
-
-pub(crate) async fn write_by(
-    ctx: &CoreCtx,
-    stream: &TcpStream,
-    buf: Vec<u8>,
-    deadline: Instant,
-) -> BufResult<(), Vec<u8>> {
-    let mut w = stream;
-    match ctx.timers.timeout_at(deadline, w.write_all(buf)).await {
-        Ok(r) => r,
-        Err(_) => BufResult(
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timed out",
-            )),
-            Vec::new(),
-        ),
-    }
 }

@@ -4,25 +4,45 @@
 //! its end with nothing left over; idle connections older than `upstream_idle_timeout_ms` are
 //! dropped by the core's once-a-second sweep, and at most `upstream_idle_per_host_max` are
 //! kept per backend.
+//!
+//! An `https://` backend's connections carry their TLS session (`UpstreamConn::read_append`
+//! and `write_all` encrypt and decrypt); they are pooled apart from plain ones to the same
+//! address, and apart from TLS connections made with other settings (`tls_id`).
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use compio::buf::BufResult;
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 
 use crate::config::ServerConfig;
-use crate::limits::READ_BUF_BYTES;
+use crate::limits::{READ_BUF_BYTES, TLS_READ_BYTES};
+use crate::net::tls::{BackendTls, TlsIo};
+use crate::runtime::Timers;
+use crate::server::downstream::{ReadError, read_append};
 
 /// A backend connection with its read buffer (kept with it so reuse costs no allocation).
 #[derive(Debug)]
 pub struct UpstreamConn {
     pub stream: TcpStream,
     pub addr: SocketAddr,
-    /// Empty whenever the connection is in the pool.
+    /// Plaintext received and not consumed. Empty whenever the connection is in the pool.
     pub buf: Vec<u8>,
     /// Requests this connection has carried; 0 for a fresh one.
     pub uses: u64,
+    /// 0 for plain connections; else `BackendTls::id` of the settings it was made with.
+    pub tls_id: u64,
+    tls: Option<Box<UpstreamTls>>,
+}
+
+#[derive(Debug)]
+struct UpstreamTls {
+    io: TlsIo,
+    cin: Vec<u8>,
+    cout: Vec<u8>,
 }
 
 impl UpstreamConn {
@@ -32,7 +52,135 @@ impl UpstreamConn {
             addr,
             buf: Vec::with_capacity(READ_BUF_BYTES),
             uses: 0,
+            tls_id: 0,
+            tls: None,
         }
+    }
+
+    /// A fresh connection with its TLS handshake done (the backend's certificate verified for
+    /// `backend.name`) before `deadline`.
+    pub async fn connect_tls(
+        stream: TcpStream,
+        addr: SocketAddr,
+        backend: &BackendTls,
+        timers: &Timers,
+        deadline: Instant,
+    ) -> Result<Self, String> {
+        let io = TlsIo::client(backend).map_err(|e| format!("tls: {e}"))?;
+        let mut c = UpstreamConn::new(stream, addr);
+        c.tls_id = backend.id;
+        c.tls = Some(Box::new(UpstreamTls {
+            io,
+            cin: Vec::new(),
+            cout: Vec::new(),
+        }));
+        loop {
+            let BufResult(res, _) = c.write_all(timers, Vec::new(), deadline).await;
+            res.map_err(|e| format!("tls handshake: {e}"))?;
+            if !c.tls.as_ref().is_some_and(|t| t.io.is_handshaking()) {
+                return Ok(c);
+            }
+            match c.read_tls_once(timers, deadline).await {
+                Ok(_) => {}
+                Err(ReadError::Timeout) => return Err("tls handshake: timed out".into()),
+                Err(ReadError::Eof) => return Err("tls handshake: closed by the backend".into()),
+                Err(ReadError::Io(e)) => return Err(format!("tls handshake: {e}")),
+            }
+        }
+    }
+
+    /// The backend agreed on HTTP/2 by ALPN.
+    pub fn is_h2(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.io.is_h2())
+    }
+
+    /// Takes the connection apart (for the HTTP/2 client): socket, TLS session, buffered input.
+    pub fn into_parts(self) -> (TcpStream, Option<TlsIo>, Vec<u8>) {
+        (self.stream, self.tls.map(|t| t.io), self.buf)
+    }
+
+    /// Reads more of the backend's bytes (decrypted) onto the end of `buf`; never 0 bytes
+    /// (end of stream is `Eof`). The caller reserves room in `buf` first.
+    pub async fn read_append(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
+        if self.tls.is_none() {
+            let buf = std::mem::take(&mut self.buf);
+            let (res, buf) = read_append(timers, &self.stream, buf, deadline).await;
+            self.buf = buf;
+            return res;
+        }
+        loop {
+            let n = self.read_tls_once(timers, deadline).await?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+
+    async fn read_tls_once(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
+        let Some(t) = self.tls.as_deref_mut() else {
+            return Ok(0);
+        };
+        let mut cin = std::mem::take(&mut t.cin);
+        cin.clear();
+        cin.reserve(TLS_READ_BYTES);
+        let (res, cin) = read_append(timers, &self.stream, cin, deadline).await;
+        t.cin = cin;
+        res?;
+        let before = self.buf.len();
+        match t.io.feed(&t.cin, &mut self.buf) {
+            Ok(fed) if fed.closed && self.buf.len() == before => Err(ReadError::Eof),
+            Ok(_) => Ok(self.buf.len() - before),
+            Err(e) => Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, e))),
+        }
+    }
+
+    /// Writes all of `buf` (sealed first on a TLS connection, with anything else TLS has to
+    /// send), before `deadline`. Gives `buf` back.
+    pub async fn write_all(
+        &mut self,
+        timers: &Timers,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> BufResult<(), Vec<u8>> {
+        let Some(t) = self.tls.as_deref_mut() else {
+            if buf.is_empty() {
+                return BufResult(Ok(()), buf);
+            }
+            return write_by(timers, &self.stream, buf, deadline).await;
+        };
+        t.io.seal(&buf, &mut t.cout);
+        if t.cout.is_empty() {
+            return BufResult(Ok(()), buf);
+        }
+        let cout = std::mem::take(&mut t.cout);
+        let BufResult(res, mut cout) = write_by(timers, &self.stream, cout, deadline).await;
+        cout.clear();
+        t.cout = cout;
+        BufResult(res, buf)
+    }
+}
+
+async fn write_by(
+    timers: &Timers,
+    stream: &TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+) -> BufResult<(), Vec<u8>> {
+    let mut w = stream;
+    match timers.timeout_at(deadline, w.write_all(buf)).await {
+        Ok(r) => r,
+        Err(_) => BufResult(
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            Vec::new(),
+        ),
     }
 }
 
@@ -57,9 +205,12 @@ fn still_open(stream: &TcpStream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
+/// Connections are interchangeable only with the same address and the same TLS settings.
+type PoolKey = (SocketAddr, u64);
+
 #[derive(Debug)]
 pub struct UpstreamPool {
-    idle: AHashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
+    idle: AHashMap<PoolKey, Vec<(UpstreamConn, Instant)>>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
 }
@@ -79,10 +230,11 @@ impl UpstreamPool {
         self.idle_timeout = Duration::from_millis(server.upstream_idle_timeout_ms);
     }
 
-    /// The most recently used idle connection to `addr` that has not expired and, if it sat
-    /// idle for a while, that the backend has not closed meanwhile.
-    pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<UpstreamConn> {
-        let list = self.idle.get_mut(&addr)?;
+    /// The most recently used idle connection to `addr` (made with TLS settings `tls_id`, 0:
+    /// plain) that has not expired and, if it sat idle for a while, that the backend has not
+    /// closed meanwhile.
+    pub fn take(&mut self, addr: SocketAddr, tls_id: u64, now: Instant) -> Option<UpstreamConn> {
+        let list = self.idle.get_mut(&(addr, tls_id))?;
         while let Some((conn, since)) = list.pop() {
             let idle = now.duration_since(since);
             if idle >= self.idle_timeout {
@@ -105,7 +257,7 @@ impl UpstreamPool {
             return;
         }
         conn.buf.clear();
-        let list = self.idle.entry(conn.addr).or_default();
+        let list = self.idle.entry((conn.addr, conn.tls_id)).or_default();
         if list.len() >= self.max_idle_per_host {
             // Drop the oldest: the most recent ones are the least likely to be closed by the backend.
             list.remove(0);
@@ -122,8 +274,8 @@ impl UpstreamPool {
         });
     }
 
-    /// Idle connections held for `addr` (for tests and metrics).
+    /// Idle plain connections held for `addr` (for tests and metrics).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
-        self.idle.get(&addr).map_or(0, Vec::len)
+        self.idle.get(&(addr, 0)).map_or(0, Vec::len)
     }
 }

@@ -20,8 +20,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use compio::net::TcpStream;
-
 use crate::config::CompiledIntegration;
 use crate::error::ErrorKind;
 use crate::http1::{self, BodyDecoder, Framing, HeadLimits, RequestHead, Version};
@@ -30,6 +28,7 @@ use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
 use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
 
+use super::accept::ConnInfo;
 use super::core::{CoreCtx, CoreSnapshot};
 use super::decide::{Decision, RequestView, RouteRef, decide};
 use super::downstream::{Downstream, ReadError};
@@ -38,14 +37,13 @@ use super::respond::{self, CONTINUE, Meta, RequestId};
 /// Output bytes of pipelined responses held back before a write.
 const PIPELINE_FLUSH_BYTES: usize = 64 * 1024;
 
-/// Serves one client connection to its end.
-pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    let _guard = ctx.conn_guard();
+/// Serves one client connection to its end (`accept` made `down` and counts the connection).
+pub async fn serve(ctx: Rc<CoreCtx>, down: Downstream, info: ConnInfo) {
     let mut conn = Conn {
         ctx: ctx.clone(),
-        down: Downstream::new(stream),
-        peer,
+        down,
+        peer: info.peer,
+        info,
         req: Vec::new(),
         params: Params::default(),
     };
@@ -56,6 +54,7 @@ struct Conn {
     ctx: Rc<CoreCtx>,
     down: Downstream,
     peer: Option<SocketAddr>,
+    info: ConnInfo,
     /// Reused buffer for backend request heads and body chunks.
     req: Vec<u8>,
     params: Params,
@@ -239,6 +238,7 @@ impl Conn {
             match after {
                 After::Keep => {}
                 After::Close => {
+                    self.down.close_notify();
                     let _ = self.down.flush().await;
                     return;
                 }
@@ -300,7 +300,7 @@ impl Conn {
                 out,
                 &mut self.req,
                 &mut self.params,
-                self.peer,
+                &self.info,
                 started,
             ),
             head_len,
@@ -512,7 +512,7 @@ fn plan_head(
     out: &mut Vec<u8>,
     req: &mut Vec<u8>,
     params: &mut Params,
-    peer: Option<SocketAddr>,
+    info: &ConnInfo,
     started: Instant,
 ) -> Plan {
     let server = snap.snap.server();
@@ -618,7 +618,28 @@ fn plan_head(
             x.body_limit = body_limit;
             req.clear();
             x.upgrade = http_proxy::is_websocket_upgrade(head);
-            http_proxy::render_request(req, head, target, params, peer, &x.request_id);
+            if x.upgrade && (info.tls.is_some() || target.tls.is_some()) {
+                // The tunnel relays raw bytes; with TLS on either side it would need to open and
+                // seal records in both directions, which it does not do yet.
+                crate::log_warn!(
+                    "proxy",
+                    "{}: WebSocket proxying over TLS is not supported (client tls: {}, backend https: {})",
+                    route.describe(snap),
+                    info.tls.is_some(),
+                    target.tls.is_some()
+                );
+                return local_error(
+                    ctx,
+                    x,
+                    ErrorKind::NotImplemented,
+                    slot,
+                    None,
+                    avail,
+                    head_len,
+                    out,
+                );
+            }
+            http_proxy::render_request(req, head, target, params, info, &x.request_id);
             Plan::Proxy {
                 x,
                 slot,

@@ -109,8 +109,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         .or(server.cores)
         .unwrap_or_else(online_cpus)
         .max(1);
-    let bound = bind_listeners(&server.listen, cores, server.backlog)
-        .map_err(|e| StartError(e.to_string()))?;
+    let (addrs, kinds) = crate::server::accept::listener_plan(server);
+    let bound =
+        bind_listeners(&addrs, cores, server.backlog).map_err(|e| StartError(e.to_string()))?;
     // SO_REUSEPORT here too: during a zero-downtime upgrade the new process binds the admin
     // port while the old one still holds it.
     let admin_listener = match snap.config.admin.listen {
@@ -160,6 +161,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
             id,
             cpu: (!cpus.is_empty()).then(|| cpus[id % cpus.len()]),
             listeners,
+            kinds: kinds.clone(),
             snap: snap.clone(),
             seed,
             heartbeat,
@@ -208,8 +210,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        for a in &bound.addrs {
-            let _ = writeln!(out, "tollgate listening http {a}");
+        for (a, kind) in bound.addrs.iter().zip(&kinds) {
+            let scheme = match kind {
+                crate::server::accept::ListenerKind::Plain => "http",
+                crate::server::accept::ListenerKind::Tls(_) => "https",
+            };
+            let _ = writeln!(out, "tollgate listening {scheme} {a}");
         }
         if let Some(a) = admin_addr {
             let _ = writeln!(out, "tollgate listening admin {a}");
@@ -522,6 +528,16 @@ fn restart_only_changes(old: &Config, new: &Config, cores: usize) -> Result<(), 
     if old.server.listen != new.server.listen {
         errors.push(
             "server.listen changed: listeners are bound at start; restart to apply".to_string(),
+        );
+    }
+    let tls_listen = |c: &Config| -> Vec<Vec<std::net::SocketAddr>> {
+        c.server.tls.iter().map(|t| t.listen.clone()).collect()
+    };
+    if tls_listen(old) != tls_listen(new) {
+        errors.push(
+            "server.tls listen addresses changed: listeners are bound at start; restart to apply \
+             (certificates reload without one)"
+                .to_string(),
         );
     }
     if old.server.backlog != new.server.backlog {

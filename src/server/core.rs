@@ -212,6 +212,8 @@ pub struct CoreStart {
     pub id: usize,
     pub cpu: Option<usize>,
     pub listeners: Vec<std::net::TcpListener>,
+    /// What each of `listeners` speaks.
+    pub kinds: Vec<super::accept::ListenerKind>,
     pub snap: Arc<Snapshot>,
     pub seed: u64,
     pub heartbeat: Arc<AtomicU64>,
@@ -228,6 +230,7 @@ pub fn run_core(start: CoreStart) {
         id,
         cpu,
         listeners,
+        kinds,
         snap,
         seed,
         heartbeat,
@@ -256,11 +259,18 @@ pub fn run_core(start: CoreStart) {
             ctx.limiter.borrow_mut().apply(g);
         }
         let mut accepting = Vec::new();
-        for l in listeners {
+        for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().ok();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+            let kind = kinds
+                .get(i)
+                .copied()
+                .unwrap_or(super::accept::ListenerKind::Plain);
             match compio::net::TcpListener::from_std(l) {
-                Ok(l) => accepting.push((fd, compio::runtime::spawn(accept_loop(ctx.clone(), l)))),
+                Ok(l) => accepting.push((
+                    fd,
+                    compio::runtime::spawn(accept_loop(ctx.clone(), l, kind)),
+                )),
                 Err(e) => {
                     let _ = tx.send(FromCore::Failed {
                         core: id,
@@ -372,7 +382,11 @@ async fn tick_loop(
     }
 }
 
-async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
+async fn accept_loop(
+    ctx: Rc<CoreCtx>,
+    listener: compio::net::TcpListener,
+    kind: super::accept::ListenerKind,
+) {
     let whence = format!("core {}", ctx.id);
     let mut incoming = listener.incoming();
     while let Some(res) = incoming.next().await {
@@ -380,7 +394,7 @@ async fn accept_loop(ctx: Rc<CoreCtx>, listener: compio::net::TcpListener) {
             Ok(stream) => {
                 let ctx = ctx.clone();
                 compio::runtime::spawn(async move {
-                    super::conn::serve(ctx, stream).await;
+                    super::accept::serve(ctx, stream, kind).await;
                 })
                 .detach();
             }

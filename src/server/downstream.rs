@@ -8,6 +8,10 @@
 //! pending read needs one) and an output buffer of at most `OUT_BUF_IDLE_BYTES`. Heads grow the
 //! read buffer on demand up to `header_bytes_max`; bodies read in `BODY_READ_BYTES` chunks;
 //! `relax` shrinks both back before the connection waits for its next request.
+//!
+//! TLS (`Downstream::tls`): `rbuf` and `out` stay plaintext, so the HTTP/1.1 driver does not
+//! know about it. Reads take ciphertext into `cin` and decrypt into `rbuf`; `flush` seals `out`
+//! into `cout` and writes that. The handshake runs before the first request (`handshake`).
 
 use std::io;
 use std::time::Instant;
@@ -16,7 +20,8 @@ use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
-use crate::limits::{BODY_READ_BYTES, OUT_BUF_IDLE_BYTES, READ_BUF_IDLE_BYTES};
+use crate::limits::{BODY_READ_BYTES, OUT_BUF_IDLE_BYTES, READ_BUF_IDLE_BYTES, TLS_READ_BYTES};
+use crate::net::tls::TlsIo;
 use crate::runtime::Timers;
 
 /// Why a read did not deliver bytes.
@@ -40,6 +45,17 @@ pub struct Downstream {
     rbuf: Vec<u8>,
     start: usize,
     pub out: Vec<u8>,
+    tls: Option<Box<TlsLayer>>,
+}
+
+/// A TLS session and its ciphertext buffers (boxed: plain connections pay one pointer).
+#[derive(Debug)]
+struct TlsLayer {
+    io: TlsIo,
+    /// Ciphertext as read; emptied by every read.
+    cin: Vec<u8>,
+    /// Ciphertext to write; emptied by every flush.
+    cout: Vec<u8>,
 }
 
 impl Downstream {
@@ -49,7 +65,61 @@ impl Downstream {
             rbuf: Vec::with_capacity(READ_BUF_IDLE_BYTES),
             start: 0,
             out: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// A connection that speaks TLS through `io` (its handshake not done yet: `handshake`).
+    pub fn tls(stream: TcpStream, io: TlsIo) -> Self {
+        let mut d = Downstream::new(stream);
+        d.tls = Some(Box::new(TlsLayer {
+            io,
+            cin: Vec::new(),
+            cout: Vec::new(),
+        }));
+        d
+    }
+
+    /// Takes the TLS session out, for a protocol that drives the socket itself from now on
+    /// (a WebSocket): it must decrypt what it reads and seal what it writes with it.
+    pub fn take_tls(&mut self) -> Option<TlsIo> {
+        self.tls.take().map(|t| t.io)
+    }
+
+    /// The TLS session, for connections that have one.
+    pub fn tls_session(&self) -> Option<&TlsIo> {
+        self.tls.as_deref().map(|t| &t.io)
+    }
+
+    /// Runs the TLS handshake to its end (before `deadline`). Plaintext that arrived with the
+    /// client's last flight is in `avail()` afterwards. A plain connection returns at once.
+    pub async fn handshake(&mut self, timers: &Timers, deadline: Instant) -> Result<(), ReadError> {
+        loop {
+            self.flush().await.map_err(ReadError::Io)?;
+            match &self.tls {
+                Some(t) if t.io.is_handshaking() => {}
+                _ => return Ok(()),
+            }
+            self.read_tls_once(timers, deadline, false).await?;
+        }
+    }
+
+    /// On a TLS connection, queues close_notify (sent by the next `flush`), so that the client
+    /// knows the response ended on purpose; nothing on a plain one.
+    pub fn close_notify(&mut self) {
+        if let Some(t) = self.tls.as_deref_mut() {
+            // After what is pending, not before it.
+            t.io.seal(&self.out, &mut t.cout);
+            self.out.clear();
+            t.io.close_notify();
+        }
+    }
+
+    /// Takes the connection apart for another protocol driver (HTTP/2): the socket, its TLS
+    /// session, and the plaintext received but not consumed. Pending output is lost: flush first.
+    pub fn into_parts(mut self) -> (TcpStream, Option<TlsIo>, Vec<u8>) {
+        compact_front(&mut self.rbuf, &mut self.start);
+        (self.stream, self.tls.map(|t| t.io), self.rbuf)
     }
 
     /// Bytes received and not yet consumed.
@@ -112,15 +182,68 @@ impl Downstream {
         deadline: Instant,
         idle: bool,
     ) -> Result<usize, ReadError> {
+        if self.tls.is_some() {
+            loop {
+                let n = self.read_tls_once(timers, deadline, idle).await?;
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+        }
         let buf = std::mem::take(&mut self.rbuf);
         let (res, buf) = read_append_with(timers, &self.stream, buf, deadline, idle).await;
         self.rbuf = buf;
         res
     }
 
+    /// One ciphertext read, decrypted into `rbuf`: the plaintext bytes it carried (0 when it
+    /// held only handshake data or part of a record).
+    async fn read_tls_once(
+        &mut self,
+        timers: &Timers,
+        deadline: Instant,
+        idle: bool,
+    ) -> Result<usize, ReadError> {
+        let Downstream {
+            stream, rbuf, tls, ..
+        } = self;
+        let Some(t) = tls.as_deref_mut() else {
+            return Ok(0);
+        };
+        let mut cin = std::mem::take(&mut t.cin);
+        cin.clear();
+        cin.reserve(TLS_READ_BYTES);
+        let (res, cin) = read_append_with(timers, stream, cin, deadline, idle).await;
+        t.cin = cin;
+        res?;
+        let before = rbuf.len();
+        match t.io.feed(&t.cin, rbuf) {
+            Ok(fed) => {
+                let got = rbuf.len() - before;
+                if got == 0 && fed.closed {
+                    return Err(ReadError::Eof);
+                }
+                Ok(got)
+            }
+            Err(e) => {
+                // Tell the peer why (the alert), best effort, then give up on the connection.
+                t.io.take_pending(&mut t.cout);
+                let cout = std::mem::take(&mut t.cout);
+                let _ = (&*stream).write_all(cout).await;
+                Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
+            }
+        }
+    }
+
     /// Gives back memory before an idle wait: buffers grown for a big head or a body shrink to
     /// their idle sizes (only when empty, so nothing is lost).
     pub fn relax(&mut self) {
+        if let Some(t) = self.tls.as_deref_mut() {
+            t.cin = Vec::new();
+            if t.cout.capacity() > OUT_BUF_IDLE_BYTES {
+                t.cout = Vec::new();
+            }
+        }
         if self.start == self.rbuf.len() && self.rbuf.capacity() > READ_BUF_IDLE_BYTES {
             self.rbuf = Vec::with_capacity(READ_BUF_IDLE_BYTES);
             self.start = 0;
@@ -135,6 +258,7 @@ impl Downstream {
     /// Closing with unread input would make the kernel send RST, and a client that is still
     /// sending could lose the response we just wrote (the "lingering close" of RFC 9112 §9.6).
     pub async fn linger_close(&mut self, timers: &Timers) {
+        self.close_notify();
         if self.flush().await.is_err() {
             return;
         }
@@ -156,6 +280,18 @@ impl Downstream {
 
     /// Writes all of `out` and clears it.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = self.tls.as_deref_mut() {
+            if self.out.is_empty() && !t.io.wants_write() {
+                return Ok(());
+            }
+            t.io.seal(&self.out, &mut t.cout);
+            self.out.clear();
+            let cout = std::mem::take(&mut t.cout);
+            let BufResult(res, mut cout) = (&self.stream).write_all(cout).await;
+            cout.clear();
+            t.cout = cout;
+            return res;
+        }
         if self.out.is_empty() {
             return Ok(());
         }

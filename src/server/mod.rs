@@ -1,7 +1,9 @@
 //! The serving side: the control thread (`control`), each core's event loop and context
-//! (`core`), and the HTTP/1.1 connection driver (`conn`, over `downstream`, answering through
-//! `respond` or `integration::http_proxy`).
+//! (`core`), new connections up to their protocol (`accept`: TLS, h2c, ALPN), and the HTTP/1.1
+//! connection driver (`conn`, over `downstream`, answering through `respond` or
+//! `integration::http_proxy`). HTTP/2 is `crate::http2`.
 
+pub mod accept;
 pub mod conn;
 pub mod control;
 pub mod core;

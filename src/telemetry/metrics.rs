@@ -69,6 +69,9 @@ pub struct CoreMetrics {
     connections_open: u64,
     connections_total: u64,
     ws: WsCounts,
+    /// Connections by protocol and TLS version: `[h2 as usize][TLS_LABELS index]`.
+    by_protocol: [[u64; 3]; 2],
+    tls_handshake_failures: u64,
 }
 
 /// WebSocket connection counters of one core (or merged).
@@ -81,6 +84,10 @@ struct WsCounts {
     /// Messages pushed through `POST /@connections/{id}`.
     pushed: u64,
 }
+
+/// Label values of `tollgate_connections_by_protocol_total`.
+const PROTOCOL_LABELS: [&str; 2] = ["h1", "h2"];
+const TLS_LABELS: [&str; 3] = ["none", "1.2", "1.3"];
 
 impl Default for CoreMetrics {
     fn default() -> Self {
@@ -98,6 +105,8 @@ impl CoreMetrics {
             connections_open: 0,
             connections_total: 0,
             ws: WsCounts::default(),
+            by_protocol: [[0; 3]; 2],
+            tls_handshake_failures: 0,
         }
     }
 
@@ -144,6 +153,20 @@ impl CoreMetrics {
     pub fn connection_opened(&mut self) {
         self.connections_open += 1;
         self.connections_total += 1;
+    }
+
+    /// Counts a connection by the protocol it settled on and its TLS version (`"1.2"`, `"1.3"`).
+    pub fn connection_protocol(&mut self, h2: bool, tls: Option<&str>) {
+        let t = match tls {
+            None => 0,
+            Some("1.2") => 1,
+            Some(_) => 2,
+        };
+        self.by_protocol[h2 as usize][t] += 1;
+    }
+
+    pub fn tls_handshake_failed(&mut self) {
+        self.tls_handshake_failures += 1;
     }
 
     pub fn connection_closed(&mut self) {
@@ -209,6 +232,8 @@ impl CoreMetrics {
                 .map(|s| (s.labels.clone(), s.ws_in, s.ws_out))
                 .collect(),
             ws: self.ws.clone(),
+            by_protocol: self.by_protocol,
+            tls_handshake_failures: self.tls_handshake_failures,
         }
     }
 }
@@ -234,6 +259,8 @@ pub struct MetricsShard {
     /// (labels, messages in, messages out) of routes with WebSocket traffic.
     ws_messages: Vec<(Arc<str>, u64, u64)>,
     ws: WsCounts,
+    by_protocol: [[u64; 3]; 2],
+    tls_handshake_failures: u64,
 }
 
 impl MetricsShard {
@@ -251,7 +278,15 @@ pub fn render(shards: &[MetricsShard]) -> String {
     let mut totals: AHashMap<(&str, u16), u64> = AHashMap::new();
     let mut hist = new_histogram();
     let (mut sum_us, mut open, mut total_conns) = (0u64, 0u64, 0u64);
+    let mut by_protocol = [[0u64; 3]; 2];
+    let mut handshake_failures = 0u64;
     for sh in shards {
+        for (p, row) in sh.by_protocol.iter().enumerate() {
+            for (t, n) in row.iter().enumerate() {
+                by_protocol[p][t] += n;
+            }
+        }
+        handshake_failures += sh.tls_handshake_failures;
         for (labels, statuses) in &sh.series {
             for &(status, n) in statuses {
                 *totals.entry((labels, status)).or_default() += n;
@@ -330,6 +365,25 @@ pub fn render(shards: &[MetricsShard]) -> String {
     out.push_str("# HELP tollgate_connections_total Client connections accepted.\n");
     out.push_str("# TYPE tollgate_connections_total counter\n");
     let _ = writeln!(out, "tollgate_connections_total {total_conns}");
+    out.push_str("# HELP tollgate_connections_by_protocol_total Client connections by the protocol they settled on (ALPN, h2c preface) and TLS version.\n");
+    out.push_str("# TYPE tollgate_connections_by_protocol_total counter\n");
+    for (p, row) in by_protocol.iter().enumerate() {
+        for (t, n) in row.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tollgate_connections_by_protocol_total{{protocol=\"{}\",tls=\"{}\"}} {n}",
+                PROTOCOL_LABELS[p], TLS_LABELS[t]
+            );
+        }
+    }
+    out.push_str(
+        "# HELP tollgate_tls_handshake_failures_total TLS handshakes that failed or timed out.\n",
+    );
+    out.push_str("# TYPE tollgate_tls_handshake_failures_total counter\n");
+    let _ = writeln!(
+        out,
+        "tollgate_tls_handshake_failures_total {handshake_failures}"
+    );
     out.push_str(&ws_text);
     out
 }
@@ -477,6 +531,28 @@ mod tests {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
         assert!(render(&[c1.shard()]).contains("tollgate_websocket_connections_open 0\n"));
+    }
+
+    #[test]
+    fn connections_by_protocol_merge() {
+        let mut c0 = CoreMetrics::new();
+        let mut c1 = CoreMetrics::new();
+        c0.connection_protocol(false, None);
+        c0.connection_protocol(true, Some("1.3"));
+        c1.connection_protocol(true, Some("1.3"));
+        c1.connection_protocol(false, Some("1.2"));
+        c1.tls_handshake_failed();
+        let text = render(&[c0.shard(), c1.shard()]);
+        assert!(
+            text.contains(
+                "tollgate_connections_by_protocol_total{protocol=\"h2\",tls=\"1.3\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("{protocol=\"h1\",tls=\"1.2\"} 1\n"));
+        assert!(text.contains("{protocol=\"h1\",tls=\"none\"} 1\n"));
+        assert!(text.contains("{protocol=\"h2\",tls=\"none\"} 0\n"));
+        assert!(text.contains("tollgate_tls_handshake_failures_total 1\n"));
     }
 
     #[test]

@@ -147,9 +147,17 @@ pub fn compile_stage(
                 }
             }
             IntegrationConfig::Echo => WsIntegration::Echo,
-            IntegrationConfig::Http { uri, timeout_ms } => {
-                match crate::config::compile::proxy_target(uri, &stage.variables, &[], *timeout_ms)
-                {
+            IntegrationConfig::Http {
+                uri,
+                timeout_ms,
+                ca,
+            } => {
+                let how = crate::config::compile::BackendHow {
+                    timeout_ms: *timeout_ms,
+                    ca: ca.as_deref(),
+                    h2: false,
+                };
+                match crate::config::compile::proxy_target(uri, &stage.variables, &[], &how) {
                     Ok(t) => WsIntegration::Http(t),
                     Err(e) => {
                         errors.push(format!("route {}: uri: {e}", route.key_text));

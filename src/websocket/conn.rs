@@ -25,6 +25,7 @@
 //! connected with stay; with no route for a message and no `$default`, the client gets
 //! `{"message":"Forbidden","connectionId":..,"requestId":..}` and the connection stays open.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -49,6 +50,7 @@ use crate::config::CompiledIntegration;
 use crate::http1::{self, Framing, RequestHead, encode};
 use crate::integration::http_call;
 use crate::limits::{WS_CLOSE_WAIT_MS, WS_WRITE_TIMEOUT_MS};
+use crate::net::tls::TlsIo;
 use crate::server::core::{CoreCtx, CoreSnapshot};
 use crate::server::downstream::Downstream;
 use crate::server::respond::{self, Meta, RequestId};
@@ -253,10 +255,13 @@ pub async fn serve(
     down.consume(n);
     down.relax();
     let now = ctx.timers.now();
+    // Over TLS the session seals and opens records itself; the Downstream is done with them.
+    let tls = down.take_tls().map(RefCell::new);
     let mut session = Session {
         ctx,
         shared: shared.clone(),
         stream: &down.stream,
+        tls: tls.as_ref(),
         out: Vec::new(),
         snap: snap.clone(),
         api: up.api,
@@ -274,6 +279,7 @@ pub async fn serve(
         bucket: None,
     };
     session.run(rbuf).await;
+    session.close_notify().await;
     let (code, reason) = session.end.take().unwrap_or((1006, String::new()));
     let (api, stage, disconnect_snap) = (session.api, session.stage, session.snap.clone());
     let facts = session.facts;
@@ -483,6 +489,8 @@ struct Session<'a> {
     ctx: &'a Rc<CoreCtx>,
     shared: Rc<ConnShared>,
     stream: &'a TcpStream,
+    /// The connection's TLS session, when it came over TLS (wss://).
+    tls: Option<&'a RefCell<TlsIo>>,
     out: Vec<u8>,
     /// The snapshot messages are routed with; follows reloads (see the module doc).
     snap: Rc<CoreSnapshot>,
@@ -563,6 +571,40 @@ async fn read_once(stream: &TcpStream, buf: Vec<u8>) -> BufResult<usize, Vec<u8>
     r.append(buf).await
 }
 
+/// One read of plaintext appended to `buf`: straight from the socket, or decrypted from TLS
+/// records (reading again when a record carried no application data).
+async fn read_plain(
+    stream: &TcpStream,
+    tls: Option<&RefCell<TlsIo>>,
+    mut buf: Vec<u8>,
+) -> BufResult<usize, Vec<u8>> {
+    let Some(tls) = tls else {
+        return read_once(stream, buf).await;
+    };
+    loop {
+        let cin = Vec::with_capacity(TLS_RECORD_READ_BYTES);
+        let BufResult(res, cin) = read_once(stream, cin).await;
+        match res {
+            Ok(0) => return BufResult(Ok(0), buf),
+            Err(e) => return BufResult(Err(e), buf),
+            Ok(_) => {}
+        }
+        let before = buf.len();
+        match tls.borrow_mut().feed(&cin, &mut buf) {
+            Ok(fed) => {
+                let n = buf.len() - before;
+                if n > 0 || fed.closed {
+                    return BufResult(Ok(n), buf);
+                }
+            }
+            Err(e) => return BufResult(Err(io::Error::new(io::ErrorKind::InvalidData, e)), buf),
+        }
+    }
+}
+
+/// Ciphertext read per TLS record read on a wss:// connection.
+const TLS_RECORD_READ_BYTES: usize = 16 * 1024 + 512;
+
 impl Session<'_> {
     async fn run(&mut self, mut rbuf: Vec<u8>) {
         let mut dec = Decoder::new(self.limits.decoder);
@@ -583,7 +625,7 @@ impl Session<'_> {
             }
             rbuf.drain(..start);
             prepare_read(&mut rbuf, need);
-            read.set(read_once(self.stream, rbuf).fuse());
+            read.set(read_plain(self.stream, self.tls, rbuf).fuse());
             rbuf = loop {
                 let deadline = self.deadline();
                 let wait = if self.closing.is_some() {
@@ -681,6 +723,7 @@ impl Session<'_> {
         if self.flush().await.is_err() {
             return;
         }
+        self.close_notify().await;
         let mut w = self.stream;
         if w.shutdown().await.is_err() {
             return;
@@ -689,7 +732,7 @@ impl Session<'_> {
         let mut buf = Vec::with_capacity(READ_BYTES_MIN);
         loop {
             buf.clear();
-            let read = read_once(self.stream, buf);
+            let read = read_plain(self.stream, self.tls, buf);
             match self.ctx.timers.timeout_at(until, read).await {
                 Ok(BufResult(Ok(n), b)) if n > 0 => buf = b,
                 _ => return,
@@ -906,8 +949,32 @@ impl Session<'_> {
         d
     }
 
+    /// Over TLS: sends `close_notify` (once), so the client sees a clean end of the session.
+    async fn close_notify(&mut self) {
+        if let Some(tls) = self.tls {
+            let mut t = tls.borrow_mut();
+            if t.is_handshaking() {
+                return;
+            }
+            t.close_notify();
+            drop(t);
+            let _ = self.flush().await;
+        }
+    }
+
     /// Writes `out` (bounded by `WS_WRITE_TIMEOUT_MS`: a client that does not read is cut).
+    /// Over TLS the plaintext is sealed first, with anything else the session has to send.
     async fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls {
+            let mut t = tls.borrow_mut();
+            let mut sealed = Vec::with_capacity(self.out.len() + 64);
+            if !self.out.is_empty() {
+                t.seal(&self.out, &mut sealed);
+            }
+            t.take_pending(&mut sealed);
+            self.out.clear();
+            self.out = sealed;
+        }
         if self.out.is_empty() {
             return Ok(());
         }

@@ -45,6 +45,8 @@ pub fn config_with(server_extra: &str, admin_extra: &str, apis: &str) -> String 
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// `[[server.tls]]` listeners, in config order (`tollgate listening https` lines).
+    pub https: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub pid: u32,
     pub config_path: PathBuf,
@@ -136,6 +138,7 @@ impl Gateway {
         });
 
         let mut http = None;
+        let mut https = Vec::new();
         let mut admin = None;
         let until = Instant::now() + IO_TIMEOUT;
         loop {
@@ -144,6 +147,8 @@ impl Gateway {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("tollgate listening http ") {
                         http.get_or_insert(a.trim().parse::<SocketAddr>().expect("http addr"));
+                    } else if let Some(a) = line.strip_prefix("tollgate listening https ") {
+                        https.push(a.trim().parse::<SocketAddr>().expect("https addr"));
                     } else if let Some(a) = line.strip_prefix("tollgate listening admin ") {
                         admin = Some(a.trim().parse::<SocketAddr>().expect("admin addr"));
                     } else if line.trim() == "tollgate ready" {
@@ -164,6 +169,7 @@ impl Gateway {
         Gateway {
             child,
             addr: http.expect("an http listener line before ready"),
+            https,
             admin: admin.expect("an admin listener line before ready"),
             pid,
             config_path,
