@@ -951,28 +951,29 @@ impl Session<'_> {
 
     /// Over TLS: sends `close_notify` (once), so the client sees a clean end of the session.
     async fn close_notify(&mut self) {
-        if let Some(tls) = self.tls {
+        let Some(tls) = self.tls else { return };
+        {
             let mut t = tls.borrow_mut();
             if t.is_handshaking() {
                 return;
             }
             t.close_notify();
-            drop(t);
-            let _ = self.flush().await;
         }
+        let _ = self.flush().await;
     }
 
     /// Writes `out` (bounded by `WS_WRITE_TIMEOUT_MS`: a client that does not read is cut).
     /// Over TLS the plaintext is sealed first, with anything else the session has to send.
     async fn flush(&mut self) -> io::Result<()> {
         if let Some(tls) = self.tls {
-            let mut t = tls.borrow_mut();
             let mut sealed = Vec::with_capacity(self.out.len() + 64);
-            if !self.out.is_empty() {
-                t.seal(&self.out, &mut sealed);
+            {
+                let mut t = tls.borrow_mut();
+                if !self.out.is_empty() {
+                    t.seal(&self.out, &mut sealed);
+                }
+                t.take_pending(&mut sealed);
             }
-            t.take_pending(&mut sealed);
-            self.out.clear();
             self.out = sealed;
         }
         if self.out.is_empty() {
