@@ -340,6 +340,72 @@ mod tests {
         assert_ne!(StageId::new("ab", "c"), StageId::new("a", "bc"));
     }
 
+    /// The naive key: the selected values, in spec order, as a tuple of owned strings.
+    fn naive(
+        spec_q: &[&str],
+        spec_h: &[&str],
+        path: &str,
+        query: &str,
+        headers: &[(String, String)],
+    ) -> (String, Vec<Vec<String>>, Vec<Vec<String>>) {
+        let q = spec_q
+            .iter()
+            .map(|n| {
+                query
+                    .split('&')
+                    .filter_map(|p| {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        (k == *n).then(|| v.to_string())
+                    })
+                    .collect()
+            })
+            .collect();
+        let h = spec_h
+            .iter()
+            .map(|n| {
+                headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .collect();
+        (path.to_string(), q, h)
+    }
+
+    fn request_parts()
+    -> impl proptest::strategy::Strategy<Value = (String, String, Vec<(String, String)>)> {
+        use proptest::prelude::*;
+        let param = ("[abc]{1,2}", "[=x1]{0,2}").prop_map(|(k, v)| format!("{k}={v}"));
+        (
+            "/[ab]{0,2}",
+            prop::collection::vec(param, 0..4).prop_map(|v| v.join("&")),
+            prop::collection::vec(("[aAbB]", "[xy]{0,2}").prop_map(|(k, v)| (k, v)), 0..3),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_equal_exactly_when_the_selected_parts_are(
+            a in request_parts(),
+            b in request_parts(),
+        ) {
+            let (q, hs) = (["a", "b"], ["a"]);
+            let spec = KeySpec::new(&q, &hs);
+            let ka = {
+                let headers: Vec<_> = a.2.iter().map(|(k, v)| h(k, v)).collect();
+                key(&spec, &a.0, Some(&a.1), &headers)
+            };
+            let kb = {
+                let headers: Vec<_> = b.2.iter().map(|(k, v)| h(k, v)).collect();
+                key(&spec, &b.0, Some(&b.1), &headers)
+            };
+            let na = naive(&q, &hs, &a.0, &a.1, &a.2);
+            let nb = naive(&q, &hs, &b.0, &b.1, &b.2);
+            proptest::prop_assert_eq!(ka == kb, na == nb);
+        }
+    }
+
     #[test]
     fn oversized_keys_are_refused() {
         let spec = KeySpec::new(&[] as &[&str], &["x"]);

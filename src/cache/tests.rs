@@ -735,12 +735,12 @@ enum Op {
 
 fn op(keys: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (0..keys, 0usize..3000, 1u64..20, prop::bool::weighted(0.9))
+        80 => (0..keys, 0usize..3000, 1u64..20, prop::bool::weighted(0.9))
             .prop_map(|(key, size, ttl_s, cacheable)| Op::Get { key, size, ttl_s, cacheable }),
-        2 => (0..keys).prop_map(|key| Op::Invalidate { key }),
-        3 => (0u64..4000).prop_map(|ms| Op::Advance { ms }),
-        1 => Just(Op::Sweep),
-        1 => prop::bool::weighted(0.2).prop_filter_map("rare", |b| b.then_some(Op::Flush)),
+        20 => (0..keys).prop_map(|key| Op::Invalidate { key }),
+        30 => (0u64..4000).prop_map(|ms| Op::Advance { ms }),
+        10 => Just(Op::Sweep),
+        1 => Just(Op::Flush),
     ]
 }
 
@@ -867,11 +867,11 @@ enum SimOp {
 
 fn sim_op(cores: usize, keys: u32) -> impl Strategy<Value = SimOp> {
     prop_oneof![
-        8 => (0..cores, 0..keys, 1u64..30).prop_map(|(core, key, ttl_s)| SimOp::Get { core, key, ttl_s }),
-        2 => (0..cores, 0..keys).prop_map(|(core, key)| SimOp::Invalidate { core, key }),
-        3 => Just(SimOp::Tick),
-        2 => (0u64..3000).prop_map(|ms| SimOp::Advance { ms }),
-        1 => prop::bool::weighted(0.2).prop_filter_map("rare", |b| b.then_some(SimOp::Flush)),
+        80 => (0..cores, 0..keys, 1u64..30).prop_map(|(core, key, ttl_s)| SimOp::Get { core, key, ttl_s }),
+        20 => (0..cores, 0..keys).prop_map(|(core, key)| SimOp::Invalidate { core, key }),
+        30 => Just(SimOp::Tick),
+        20 => (0u64..3000).prop_map(|ms| SimOp::Advance { ms }),
+        1 => Just(SimOp::Flush),
     ]
 }
 
@@ -904,9 +904,11 @@ fn run_sim(cores: usize, ops: &[SimOp]) {
     let mut version = 0u64;
     // version → (stored_at, filling core)
     let mut fills: HashMap<u64, (Instant, usize)> = HashMap::new();
+    // Keeps the latest invalidation; an older one arriving later changes nothing.
     let apply = |slot: &mut Option<Applied>, at: Instant, version: u64| {
-        let at = slot.map_or(at, |a| a.at.max(at));
-        *slot = Some(Applied { at, version });
+        if slot.is_none_or(|a| a.at < at) {
+            *slot = Some(Applied { at, version });
+        }
     };
     for op in ops {
         match *op {
