@@ -1,5 +1,6 @@
 //! Cache keys: which request parts vary a cached response, encoded into bytes in a reusable
-//! per-core buffer and hashed with fixed seeds so every core computes the same hash.
+//! per-core buffer and hashed with one set of seeds per process, so every core computes the
+//! same hash while clients cannot predict it (and so cannot grow one hash chain on purpose).
 //!
 //! A key is the stage, the cache method, the path, the configured query parameters (in the
 //! configured order, every occurrence, values raw as sent) and the configured headers (names
@@ -11,21 +12,20 @@
 //! `KeySpec` never equals one built under another (a reload that changes `key_query`).
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::router::Method;
 
 use super::CACHE_KEY_BYTES_MAX;
 
-/// Seeds for every cache hash. Fixed so that every core (and every run) agrees.
-const HASH_SEEDS: ahash::RandomState = ahash::RandomState::with_seeds(
-    0x243f_6a88_85a3_08d3,
-    0x1319_8a2e_0370_7344,
-    0xa409_3822_299f_31d0,
-    0x082e_fa98_ec4e_6c89,
-);
+/// The hasher of every cache key and stage id: random seeds drawn once per process, shared by
+/// every core (hashes never leave the process). Reading it is an atomic load, no write.
+fn seeds() -> &'static ahash::RandomState {
+    static SEEDS: OnceLock<ahash::RandomState> = OnceLock::new();
+    SEEDS.get_or_init(ahash::RandomState::new)
+}
 
-/// A stage, stable across reloads: a fixed-seed 64-bit hash of the API and stage names.
+/// A stage, stable across reloads: a 64-bit hash of the API and stage names.
 ///
 /// Indices into the snapshot would shift when an API is added, and then one API's cached
 /// responses could answer another's requests. Two stages colliding needs a 64-bit collision:
@@ -36,7 +36,7 @@ pub struct StageId(pub u64);
 
 impl StageId {
     pub fn new(api: &str, stage: &str) -> StageId {
-        let mut h = HASH_SEEDS.build_hasher();
+        let mut h = seeds().build_hasher();
         h.write_usize(api.len());
         h.write(api.as_bytes());
         h.write(stage.as_bytes());
@@ -160,7 +160,7 @@ fn field(out: &mut Vec<u8>, v: &[u8]) {
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
-    HASH_SEEDS.hash_one(b)
+    seeds().hash_one(b)
 }
 
 impl CacheKey<'_> {
