@@ -1,6 +1,7 @@
-//! Cached responses and the pieces of an in-progress fill: the immutable shared `Entry`, the
-//! core-local handle hits hand out (`EntryRef`), and the coalescing state that waiters on one
-//! core await (`FillWait`). No I/O; the wait is a plain `Future` woken by `CacheShard`.
+//! Cached responses and the pieces of an in-progress fill: the `Entry` (metadata over shared
+//! immutable buffers), the core-local handle hits hand out (`EntryRef`), and the coalescing
+//! state that waiters on one core await (`FillWait`). No I/O; the wait is a plain `Future` woken
+//! by `CacheShard`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -14,16 +15,18 @@ use std::time::{Duration, Instant};
 use super::CACHE_ENTRY_OVERHEAD_BYTES;
 use super::key::OwnedKey;
 
-/// One cached response. Immutable once built and shared by every core that holds it (a fill on
-/// one core reaches the others as the same `Arc`, never a copy).
+/// One cached response: a few words of metadata over immutable shared buffers. A fill on one
+/// core reaches the others as a clone (three `Arc` increments, once per core), never a copy of
+/// the bytes.
+#[derive(Clone)]
 pub struct Entry {
     pub key: OwnedKey,
     pub status: u16,
     /// Header lines to replay, pre-encoded by the response path (`name: value\r\n` each; see
     /// `policy::replay_header` for what is left out).
-    pub head: Box<[u8]>,
+    pub head: Arc<[u8]>,
     /// The complete, de-chunked body.
-    pub body: Box<[u8]>,
+    pub body: Arc<[u8]>,
     pub stored_at: Instant,
     pub expires_at: Instant,
     /// The core that filled it (`CONTROL_ORIGIN` never fills). Breaks ties between two fills
@@ -33,7 +36,7 @@ pub struct Entry {
 
 impl Entry {
     /// What the entry is charged against a core's budget: its bytes and a fixed estimate of the
-    /// memory around them (the `Entry`, its `Arc` and `Rc`, the index node and table slot).
+    /// memory around them (the `Entry` in its `Rc`, the `Arc` headers, index node, table slot).
     pub fn charge(&self) -> u64 {
         charge(self.key.bytes.len(), self.head.len() + self.body.len())
     }
@@ -73,22 +76,16 @@ pub(crate) fn charge(key_len: usize, data_len: usize) -> u64 {
     (key_len + data_len + CACHE_ENTRY_OVERHEAD_BYTES) as u64
 }
 
-/// A core-local handle on an entry. Hits clone this `Rc` (a plain increment); the shared `Arc`'s
-/// count is touched once per core per entry, so a hot key read on every core does not bounce a
-/// reference-count cache line between them.
+/// A core-local handle on an entry. Hits clone this `Rc` (a plain increment): the shared `Arc`
+/// counts are touched once per core per entry, so a hot key read on every core does not bounce
+/// a reference-count cache line between them. Holding it keeps the entry alive after eviction
+/// (for a response still being written).
 #[derive(Debug, Clone)]
-// The extra allocation is the point: a core-local count in front of the shared one.
-#[allow(clippy::redundant_allocation)]
-pub struct EntryRef(Rc<Arc<Entry>>);
+pub struct EntryRef(Rc<Entry>);
 
 impl EntryRef {
-    pub(crate) fn new(e: Arc<Entry>) -> Self {
+    pub(crate) fn new(e: Entry) -> Self {
         EntryRef(Rc::new(e))
-    }
-
-    /// The shared entry (for handing to another thread; cloning it touches the shared count).
-    pub fn shared(&self) -> &Arc<Entry> {
-        &self.0
     }
 }
 

@@ -93,7 +93,7 @@ pub const CACHE_ENTRY_BYTES_MAX: usize = 1024 * 1024;
 pub const CACHE_ENTRY_BUDGET_SHARE: u64 = 8;
 /// Bytes charged per entry, fill or pass marker beyond its key and data: `Entry`, `Arc`, `Rc`,
 /// index node, table slot and allocator slack (checked against the real sizes in tests).
-pub const CACHE_ENTRY_OVERHEAD_BYTES: usize = 256;
+pub const CACHE_ENTRY_OVERHEAD_BYTES: usize = 320;
 /// Largest cache key in bytes; requests with larger keys bypass the cache.
 pub const CACHE_KEY_BYTES_MAX: usize = 8 * 1024;
 /// How long a key whose response was not cacheable bypasses coalescing on a core, in ms.

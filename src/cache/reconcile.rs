@@ -20,8 +20,8 @@ pub const CONTROL_ORIGIN: u16 = u16::MAX;
 /// One replicated change.
 #[derive(Debug, Clone)]
 pub enum Delta {
-    /// Store this entry (the same `Arc` on every core).
-    Fill(Arc<Entry>),
+    /// Store this entry (its buffers shared by every core).
+    Fill(Entry),
     /// Drop `key` where it was stored at or before `at`, and refuse such fills.
     Invalidate { key: OwnedKey, at: Instant },
     /// Drop every entry of `stage` stored at or before `at`, and refuse such fills.

@@ -308,7 +308,7 @@ impl CacheShard {
         &mut self,
         mut ticket: FillTicket,
         status: u16,
-        head: impl Into<Box<[u8]>>,
+        head: impl Into<Arc<[u8]>>,
         ttl: Duration,
         now: Instant,
     ) -> bool {
@@ -317,15 +317,16 @@ impl CacheShard {
             return false;
         };
         ticket.done = true;
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             key: ticket.key.clone(),
             status,
             head: head.into(),
-            body,
+            // One copy of the collected body, at fill time only.
+            body: body.into(),
             stored_at: now,
             expires_at: now + ttl,
             origin: self.core,
-        });
+        };
         let eref = EntryRef::new(entry.clone());
         ticket.state.finish(FillOutcome::Filled(eref.clone()));
         let Some(i) = self.owned_by(&ticket) else {
@@ -374,15 +375,15 @@ impl CacheShard {
         &mut self,
         key: &CacheKey<'_>,
         status: u16,
-        head: impl Into<Box<[u8]>>,
-        body: impl Into<Box<[u8]>>,
+        head: impl Into<Arc<[u8]>>,
+        body: impl Into<Arc<[u8]>>,
         ttl: Duration,
         now: Instant,
     ) -> bool {
         let Some(p) = self.partition(key.stage) else {
             return false;
         };
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             key: key.to_owned_key(),
             status,
             head: head.into(),
@@ -390,7 +391,7 @@ impl CacheShard {
             stored_at: now,
             expires_at: now + ttl,
             origin: self.core,
-        });
+        };
         let eref = EntryRef::new(entry.clone());
         if let Some(i) = self.find(key) {
             if let State::Filling(st) = &self.nodes[i as usize].state {
@@ -477,7 +478,7 @@ impl CacheShard {
     }
 
     /// Applies what other cores published (this core's own deltas in `fanout` are skipped).
-    /// Fills are stored as the same `Arc`; a fill newer than the local entry replaces it, and
+    /// Fills share the filling core's buffers; a fill newer than the local entry replaces it, and
     /// one arriving while this core is fetching the key answers that fetch's waiters at once.
     pub fn apply_remote(&mut self, fanout: &Fanout, now: Instant) {
         for (origin, delta) in fanout.iter() {
@@ -645,7 +646,7 @@ impl CacheShard {
         true
     }
 
-    fn apply_fill(&mut self, e: &Arc<Entry>, now: Instant) {
+    fn apply_fill(&mut self, e: &Entry, now: Instant) {
         let Some(p) = self.partition(e.key.stage) else {
             return;
         };
@@ -959,5 +960,20 @@ impl CacheShard {
             assert_eq!(prev, part.newest);
             assert_eq!(walked, entries[p], "stage {p} list length");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_node_fits_its_share_of_the_overhead() {
+        // `CACHE_ENTRY_OVERHEAD_BYTES` counts 96 bytes for the node (see `cache::tests`).
+        assert!(
+            std::mem::size_of::<Node>() <= 96,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
     }
 }
