@@ -87,6 +87,10 @@ impl EntryRef {
     pub(crate) fn new(e: Entry) -> Self {
         EntryRef(Rc::new(e))
     }
+
+    pub(crate) fn ptr_eq(&self, other: &EntryRef) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Deref for EntryRef {

@@ -4,7 +4,10 @@
 //!
 //! Storage: a slab of nodes (`u32` links) indexed by a `HashMap` from the key hash to the first
 //! node with that hash; nodes with equal hashes chain through `next_same`, and a lookup compares
-//! the key bytes, so a collision never answers with another key's response.
+//! the key bytes, so a collision never answers with another key's response. The table slot
+//! mirrors its node's key and entry handle, so a hit reads the slot, the key bytes and the entry
+//! (the last two in parallel) without first visiting the node: one dependent cache miss fewer
+//! when the index is far larger than the CPU caches.
 //!
 //! Eviction is SIEVE (Zhang et al., NSDI '24) per stage: entries sit in insertion order; a hit
 //! only sets a `visited` bit (no list surgery on the hot path); to make room a hand walks from
@@ -118,6 +121,16 @@ struct Node {
     state: State,
 }
 
+/// A table slot: the first node of a hash chain, with copies of its key and entry handle.
+/// Invariant: `key` and `entry` equal `nodes[node]`'s key and `Ready` handle (set in `alloc`
+/// and `remove`, the only places a node's key or state changes).
+#[derive(Debug)]
+struct Head {
+    node: u32,
+    key: Arc<[u8]>,
+    entry: Option<EntryRef>,
+}
+
 #[derive(Debug)]
 struct Partition {
     stage: StageId,
@@ -139,7 +152,7 @@ pub struct CacheShard {
     core: u16,
     nodes: Vec<Node>,
     free: Vec<u32>,
-    index: HashMap<u64, u32, IdBuild>,
+    index: HashMap<u64, Head, IdBuild>,
     parts: Vec<Partition>,
     part_of: HashMap<StageId, u32, IdBuild>,
     /// Latest invalidation per key hash: remote fills stored at or before it are refused.
@@ -230,6 +243,16 @@ impl CacheShard {
         let Some(p) = self.partition(key.stage) else {
             return Lookup::Pass;
         };
+        // The hit path, from the table slot alone.
+        if let Some(h) = self.index.get(&key.hash)
+            && let Some(e) = &h.entry
+            && *h.key == *key.bytes
+            && e.is_fresh(now)
+        {
+            self.nodes[h.node as usize].visited = true;
+            self.parts[p as usize].stats.hits += 1;
+            return Lookup::Hit(e.clone());
+        }
         if let Some(i) = self.find(key) {
             let n = &mut self.nodes[i as usize];
             let stats = &mut self.parts[p as usize].stats;
@@ -582,7 +605,11 @@ impl CacheShard {
     }
 
     fn find(&self, key: &CacheKey<'_>) -> Option<u32> {
-        let mut i = *self.index.get(&key.hash)?;
+        let h = self.index.get(&key.hash)?;
+        if *h.key == *key.bytes {
+            return Some(h.node);
+        }
+        let mut i = h.node;
         loop {
             let n = &self.nodes[i as usize];
             if *n.key == *key.bytes {
@@ -820,9 +847,23 @@ impl CacheShard {
                 (self.nodes.len() - 1) as u32
             }
         };
-        self.nodes[i as usize].next_same = self.index.insert(key.hash, i).unwrap_or(NIL);
+        let head = self.head_of(i);
+        self.nodes[i as usize].next_same =
+            self.index.insert(key.hash, head).map_or(NIL, |h| h.node);
         self.parts[p as usize].bytes += charge;
         i
+    }
+
+    fn head_of(&self, i: u32) -> Head {
+        let n = &self.nodes[i as usize];
+        Head {
+            node: i,
+            key: n.key.clone(),
+            entry: match &n.state {
+                State::Ready(e) => Some(e.clone()),
+                _ => None,
+            },
+        }
     }
 
     fn remove(&mut self, i: u32) {
@@ -831,12 +872,13 @@ impl CacheShard {
             (n.hash, n.next_same, n.part)
         };
         // Unlink from the hash chain. Invariant: every live node is on its hash's chain.
-        match self.index.get(&hash).copied() {
+        match self.index.get(&hash).map(|h| h.node) {
             Some(head) if head == i => {
                 if next_same == NIL {
                     self.index.remove(&hash);
                 } else {
-                    self.index.insert(hash, next_same);
+                    let next = self.head_of(next_same);
+                    self.index.insert(hash, next);
                 }
             }
             Some(mut prev) => {
@@ -936,6 +978,21 @@ impl CacheShard {
                 assert_eq!(n.charge, e.charge());
                 assert_eq!(e.key.hash, n.hash);
             }
+        }
+        for (&hash, h) in &self.index {
+            let n = &self.nodes[h.node as usize];
+            assert_eq!(n.hash, hash, "slot of {hash} names another node");
+            assert!(
+                Arc::ptr_eq(&h.key, &n.key),
+                "slot key of node {} stale",
+                h.node
+            );
+            let same = match (&h.entry, &n.state) {
+                (None, State::Filling(_) | State::Pass(_)) => true,
+                (Some(a), State::Ready(b)) => a.ptr_eq(b),
+                _ => false,
+            };
+            assert!(same, "slot entry of node {} stale", h.node);
         }
         for (p, part) in self.parts.iter().enumerate() {
             assert_eq!(part.bytes, bytes[p], "stage {p} byte count");
