@@ -113,15 +113,26 @@ impl KeySpec {
         for name in &self.query {
             out.push(b'Q');
             field(out, name);
-            for pair in query.split(|&b| b == b'&') {
-                let (n, v) = match memchr::memchr(b'=', pair) {
-                    Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-                    None => (pair, &b""[..]),
+            let mut rest = query;
+            loop {
+                let (pair, next) = match memchr::memchr(b'&', rest) {
+                    Some(amp) => (&rest[..amp], Some(&rest[amp + 1..])),
+                    None => (rest, None),
                 };
-                if n == &name[..] {
+                // `name` or `name=value`; names hold no '=' (validated), so this is exact.
+                let value = match pair.strip_prefix(&name[..]) {
+                    Some([]) => Some(&b""[..]),
+                    Some([b'=', v @ ..]) => Some(v),
+                    _ => None,
+                };
+                if let Some(v) = value {
                     // Invariant: a marker byte before each value, so `a=1&a=2` and `a=12` differ.
                     out.push(1);
                     field(out, v);
+                }
+                match next {
+                    Some(n) => rest = n,
+                    None => break,
                 }
             }
             out.push(0);
