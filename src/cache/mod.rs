@@ -44,6 +44,11 @@
 //! - **Metrics.** `shard.stats()` per stage (hits, misses, coalesced, passes, fills, evictions,
 //!   bytes...).
 //!
+//! Streaming: the ticket holder streams the backend response to its client while collecting
+//! it; waiters get the whole entry when the fill completes (they are not fed chunk by chunk). A
+//! body that outgrows the per-entry maximum keeps streaming to the first client and is not
+//! stored; its waiters get `Aborted` and go to the backend themselves.
+//!
 //! Guarantees: within a TTL a key costs at most one backend call per core at a time (misses
 //! coalesce), and once a fill has gone through one reconciler round every core hits it. An
 //! invalidation or flush reaches every core in one round and fills stored before it are refused
