@@ -5,6 +5,7 @@
 //! `admin`). See `README.md` and `../shared/design/ARCHITECTURE.md` for the request path.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http1;
