@@ -242,6 +242,9 @@ pub struct CoreReport {
     core: usize,
     early: bool,
     period_ns: u64,
+    /// `sent_at` of the newest grant applied since the previous report: the reconciler learns
+    /// the round trip from it, and sizes leases to cover the tokens in flight.
+    echo: Option<Nanos>,
     entries: Vec<ReportEntry>,
 }
 
@@ -274,6 +277,8 @@ struct ReportEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     core: usize,
+    /// The reconciler's `now` when it wrote the grant, echoed back in a report.
+    sent_at: Nanos,
     entries: Vec<GrantEntry>,
 }
 

@@ -23,6 +23,8 @@ pub struct Reconciler {
     free: Vec<u32>,
     /// Generations are never reused, so any two of them compare by age.
     last_gen: u32,
+    /// Per core: smoothed time from writing a grant to processing the report that echoes it.
+    rtt_ns: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -58,13 +60,15 @@ struct Share {
     rate_milli: u64,
     /// When a report last showed demand, `None` if never.
     demand_at: Option<Nanos>,
-    /// The last report counted refused requests: this core is short, whatever its target says.
-    refusing: bool,
+    /// When a report last counted refused requests: for a while after, this core is short
+    /// ("hungry"), whatever its target says.
+    refused_at: Option<Nanos>,
     /// Target last sent to the core, `None` before the first one of this generation.
     target_sent: Option<u64>,
     // Scratch of one planning pass.
     lingering: bool,
     hungry: bool,
+    lump: u64,
     target: u64,
     short: u64,
     grant: u64,
@@ -80,6 +84,7 @@ impl Reconciler {
             ids: Vec::new(),
             free: Vec::new(),
             last_gen: 0,
+            rtt_ns: vec![0; cores.max(1)],
         }
     }
 
@@ -186,6 +191,15 @@ impl Reconciler {
         }
         let tick = self.config.tick_ns.max(1);
         let period_ns = report.period_ns;
+        if let Some(sent_at) = report.echo {
+            let sample = now.saturating_sub(sent_at);
+            let rtt = &mut self.rtt_ns[core];
+            *rtt = if *rtt == 0 {
+                sample
+            } else {
+                (7 * *rtt + sample) / 8
+            };
+        }
         let mut answer = Vec::new();
         for e in &report.entries {
             let Some(slot) = self.ids.get_mut(e.id as usize) else {
@@ -202,14 +216,16 @@ impl Reconciler {
                 let share = &mut bucket.shares[core];
                 share.rate_milli =
                     demand_rate(share.rate_milli, e.spent + e.unmet, period_ns, tick);
-                share.refusing = e.unmet > 0;
+                if e.unmet > 0 {
+                    share.refused_at = Some(now);
+                }
                 if e.spent + e.unmet > 0 {
                     share.demand_at = Some(now);
                 }
-                // An early ask is about the limits it ran out of: refused, or drained to zero.
-                if report.early && (e.unmet > 0 || share.lease == 0) {
+                // An early ask is about the limits it is spending (refused, or down to half).
+                if report.early && e.spent + e.unmet > 0 {
                     let who = (e.id, slot.generation, Some(core));
-                    bucket.plan(&self.config, who, |_, g| answer.push(g));
+                    bucket.plan(&self.config, now, &self.rtt_ns, who, |_, g| answer.push(g));
                 }
             } else if (bucket.first_gen..slot.generation).contains(&e.generation) {
                 bucket.settle(core, e, true);
@@ -217,6 +233,7 @@ impl Reconciler {
         }
         (!answer.is_empty()).then_some(Grant {
             core,
+            sent_at: now,
             entries: answer,
         })
     }
@@ -231,13 +248,19 @@ impl Reconciler {
             };
             bucket.refill(now);
             let who = (id as u32, slot.generation, None);
-            bucket.plan(&self.config, who, |core, g| per_core[core].push(g));
+            bucket.plan(&self.config, now, &self.rtt_ns, who, |core, g| {
+                per_core[core].push(g)
+            });
         }
         per_core
             .into_iter()
             .enumerate()
             .filter(|(_, entries)| !entries.is_empty())
-            .map(|(core, entries)| Grant { core, entries })
+            .map(|(core, entries)| Grant {
+                core,
+                sent_at: now,
+                entries,
+            })
             .collect()
     }
 
@@ -333,6 +356,8 @@ impl Bucket {
     fn plan(
         &mut self,
         config: &LeaseConfig,
+        now: Nanos,
+        rtt_ns: &[u64],
         (id, generation, only): (u32, u32, Option<usize>),
         mut emit: impl FnMut(usize, GrantEntry),
     ) {
@@ -341,22 +366,18 @@ impl Bucket {
         } else {
             (self.stock / UNIT) as u64
         };
-        let contended = self.set_targets(config.horizon_ns, avail);
-        // The most a short core gets at once: its demand until the grant after next lands.
-        // Bounding grants by demand keeps the stock in one place (no lump parked on a core
-        // whose traffic moves on) while still draining it as fast as requests come.
-        let lump_ns = config.tick_ns + config.horizon_ns;
+        let contended = self.set_targets(config, now, rtt_ns, avail);
         match (contended, only) {
             (false, None) => self.top_up(avail),
             (false, Some(core)) => {
                 let s = &mut self.shares[core];
                 s.grant = s.short.min(avail);
             }
-            (true, None) => self.share_out(avail, lump_ns),
+            (true, None) => self.share_out(avail),
             (true, Some(core)) => {
-                // Its part of the stock by demand, among the hungry cores if it is one (and it
-                // may keep it all), else among all; the rest stays for the others (they ask
-                // too, or get it at the tick).
+                // Its part of the stock by demand, among the hungry cores if it is one, else
+                // among all; the rest stays for the others (they ask too, or get it at the
+                // tick). An empty-handed hungry core gets at least a token if there is one.
                 let hungry = self.shares[core].hungry;
                 let rate: u128 = self
                     .shares
@@ -366,13 +387,9 @@ impl Bucket {
                     .sum();
                 let s = &mut self.shares[core];
                 let part = (u128::from(avail) * u128::from(s.rate_milli) / rate.max(1)) as u64;
-                if hungry {
-                    let lump = tokens_for(s.rate_milli, lump_ns);
-                    s.grant = part.min(lump).max(1).min(avail);
-                    s.target = s.target.max(s.lease + s.grant);
-                } else {
-                    s.grant = s.short.min(part);
-                }
+                let floor = u64::from(hungry && s.lease == 0);
+                s.grant = s.short.min(part).max(floor).min(avail);
+                s.target = s.target.max(s.lease + s.grant);
             }
         }
 
@@ -403,29 +420,43 @@ impl Bucket {
 
     /// Sets every core's target; says whether the limit is contended.
     ///
-    /// Contended: some core refused requests at its last report, total demand is at or above
-    /// the rate (the stock is draining), or demand over the horizon exceeds the supply (stock
-    /// plus leases). Then targets are current
-    /// demand only, so quiet cores hand their leases back, and the cores that are short
-    /// ("hungry") get the stock by demand (see `share_out`). Otherwise targets are the most
-    /// generous the supply covers, tier by tier: current demand over the horizon; one token for
-    /// quiet cores that had demand (those already holding one first, then the most recently
-    /// busy), so sparse traffic (under a request per tick) finds a token where it last came;
-    /// and the idle reserve, which shrinks evenly as the supply does (no cliff that would make
-    /// every core hand its lease back at once).
-    fn set_targets(&mut self, horizon_ns: u64, avail: u64) -> bool {
+    /// A core's horizon is the configured one plus its measured round trip, so that a lease
+    /// covers the tokens in flight to it as well as its demand until the next grant.
+    ///
+    /// Contended: some core refused requests within its horizon and a tick ("hungry"), total
+    /// demand is at or above the rate (the stock is draining), or demand over the horizon
+    /// exceeds the supply (stock plus leases). Then targets are current demand only, so quiet
+    /// cores hand their leases back; hungry cores aim one tick further and share the stock by
+    /// demand (see `share_out`). Otherwise targets are the most generous the supply covers,
+    /// tier by tier: current demand over the horizon; one token for quiet cores that had
+    /// demand (those already holding one first, then the most recently busy), so sparse
+    /// traffic (under a request per tick) finds a token where it last came; and the idle
+    /// reserve, which shrinks evenly as the supply does (no cliff that would make every core
+    /// hand its lease back at once).
+    fn set_targets(
+        &mut self,
+        config: &LeaseConfig,
+        now: Nanos,
+        rtt_ns: &[u64],
+        avail: u64,
+    ) -> bool {
         let closed = self.limit.is_closed();
         let reserve = (self.limit.burst / (RESERVE_DIVISOR * self.shares.len() as u64)).max(1);
         let (mut fast, mut held, mut lingerers, mut demand) = (0u128, 0u128, 0u128, 0u128);
         let mut hungry = false;
-        for s in &mut self.shares {
+        for (s, &rtt) in self.shares.iter_mut().zip(rtt_ns) {
+            let horizon_ns = config.horizon_ns + rtt;
+            let lump_ns = horizon_ns + config.tick_ns;
             s.target = if closed {
                 0
             } else {
                 tokens_for(s.rate_milli, horizon_ns)
             };
             s.lingering = !closed && s.target == 0 && s.demand_at.is_some();
-            s.hungry = !closed && s.refusing;
+            s.hungry = !closed
+                && s.refused_at
+                    .is_some_and(|at| now.saturating_sub(at) <= lump_ns);
+            s.lump = tokens_for(s.rate_milli, lump_ns);
             s.grant = 0;
             fast += u128::from(s.target);
             held += u128::from(s.lease);
@@ -436,7 +467,11 @@ impl Bucket {
         let supply = u128::from(avail) + held;
         let draining = demand >= u128::from(self.limit.rate_milli);
         let contended = !closed && (hungry || draining || fast >= supply);
-        if !closed && !contended {
+        if contended {
+            for s in self.shares.iter_mut().filter(|s| s.hungry) {
+                s.target = s.lump;
+            }
+        } else if !closed {
             let mut left = supply - fast;
             if lingerers <= left {
                 left -= lingerers;
@@ -493,13 +528,11 @@ impl Bucket {
         }
     }
 
-    /// Contended: cores that are not short get their shortfall, at most their part of the
-    /// stock by demand; the short ("hungry") ones share the rest by demand, up to their demand
-    /// over `lump_ns`, and may keep all of it (a single bucket would serve their waiting
-    /// requests from it just the same). Without
-    /// hungry cores, the stock goes by shortfall. Leftover tokens of the rounding go round the
-    /// cores one by one.
-    fn share_out(&mut self, avail: u64, lump_ns: u64) {
+    /// Contended: every core's shortfall, at most its part of the stock by demand, where the
+    /// hungry cores share what the others leave (a single bucket would serve their waiting
+    /// requests first come, first served, which is by demand too). Without demand anywhere,
+    /// by shortfall. Leftover tokens of the rounding go round the cores one by one.
+    fn share_out(&mut self, avail: u64) {
         let total_rate: u128 = self.shares.iter().map(|s| u128::from(s.rate_milli)).sum();
         let hungry_rate: u128 = self
             .shares
@@ -510,8 +543,8 @@ impl Bucket {
         let total_short: u128 = self.shares.iter().map(|s| u128::from(s.short)).sum();
         let mut left = avail;
         for s in self.shares.iter_mut().filter(|s| !s.hungry) {
-            let part = if hungry_rate > 0 {
-                u128::from(avail) * u128::from(s.rate_milli) / total_rate.max(1)
+            let part = if total_rate > 0 {
+                u128::from(avail) * u128::from(s.rate_milli) / total_rate
             } else {
                 u128::from(avail) * u128::from(s.short) / total_short.max(1)
             };
@@ -522,7 +555,7 @@ impl Bucket {
             let pool = u128::from(left);
             for s in self.shares.iter_mut().filter(|s| s.hungry) {
                 let part = (pool * u128::from(s.rate_milli) / hungry_rate) as u64;
-                s.grant = part.min(tokens_for(s.rate_milli, lump_ns));
+                s.grant = s.short.min(part);
                 left -= s.grant;
             }
         }
@@ -534,16 +567,13 @@ impl Bucket {
                 break;
             }
             let s = &mut self.shares[i % n];
-            if s.grant < s.short || s.hungry && s.grant < tokens_for(s.rate_milli, lump_ns) {
+            if s.grant < s.short {
                 s.grant += 1;
                 left -= 1;
             }
             i += 1;
         }
         self.rr = i % n;
-        for s in self.shares.iter_mut().filter(|s| s.hungry) {
-            s.target = s.target.max(s.lease + s.grant);
-        }
     }
 
     /// Time to mint one token (1 s at 1 rps), or a minute for a limit that admits nothing.
