@@ -543,21 +543,19 @@ impl Bucket {
         let total_short: u128 = self.shares.iter().map(|s| u128::from(s.short)).sum();
         let mut left = avail;
         for s in self.shares.iter_mut().filter(|s| !s.hungry) {
-            let part = if total_rate > 0 {
-                u128::from(avail) * u128::from(s.rate_milli) / total_rate
-            } else {
-                u128::from(avail) * u128::from(s.short) / total_short.max(1)
-            };
+            let part = (u128::from(avail) * u128::from(s.rate_milli))
+                .checked_div(total_rate)
+                .unwrap_or_else(|| u128::from(avail) * u128::from(s.short) / total_short.max(1));
             s.grant = s.short.min(part as u64);
             left -= s.grant;
         }
-        if hungry_rate > 0 {
-            let pool = u128::from(left);
-            for s in self.shares.iter_mut().filter(|s| s.hungry) {
-                let part = (pool * u128::from(s.rate_milli) / hungry_rate) as u64;
-                s.grant = s.short.min(part);
-                left -= s.grant;
-            }
+        let pool = u128::from(left);
+        for s in self.shares.iter_mut().filter(|s| s.hungry) {
+            let part = (pool * u128::from(s.rate_milli))
+                .checked_div(hungry_rate)
+                .unwrap_or(0);
+            s.grant = s.short.min(part as u64);
+            left -= s.grant;
         }
         let n = self.shares.len();
         let mut i = self.rr;
@@ -605,4 +603,315 @@ fn demand_rate(previous: u64, count: u64, period_ns: u64, tick_ns: u64) -> u64 {
 fn tokens_for(rate_milli: u64, ns: u64) -> u64 {
     let units = u128::from(rate_milli) * u128::from(ns);
     u64::try_from(units.div_ceil(UNIT)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CoreLimiter, LimitTable};
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+    const SEC: Nanos = 1_000_000_000;
+
+    fn config() -> LeaseConfig {
+        LeaseConfig::with_tick_ms(5)
+    }
+
+    fn report(core: usize, early: bool, lines: &[(u32, u32, u64, u64, u64)]) -> CoreReport {
+        CoreReport {
+            core,
+            early,
+            period_ns: 5 * MS,
+            echo: None,
+            entries: lines
+                .iter()
+                .map(|&(id, generation, spent, unmet, returned)| ReportEntry {
+                    id,
+                    generation,
+                    spent,
+                    unmet,
+                    returned,
+                })
+                .collect(),
+        }
+    }
+
+    fn entry(grant: &Grant, id: u32) -> GrantEntry {
+        *grant
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .expect("an entry for the limit")
+    }
+
+    #[test]
+    fn new_limits_start_full_with_compact_ids() {
+        let mut rec = Reconciler::new(2, config());
+        let table = rec.set_limits(
+            [
+                ("account", Limit::per_second(100, 50)),
+                ("route", Limit::per_second(10, 10)),
+            ],
+            0,
+        );
+        assert_eq!(
+            table,
+            LimitTable {
+                generations: vec![1, 2]
+            }
+        );
+        let (a, r) = (rec.id("account").unwrap(), rec.id("route").unwrap());
+        assert_eq!((a.index(), r.index()), (0, 1));
+        assert_eq!(rec.available(a), Some(50));
+        assert_eq!(rec.limit(r), Some(Limit::per_second(10, 10)));
+        assert_eq!(rec.id("nope"), None);
+    }
+
+    #[test]
+    fn first_tick_hands_every_core_its_reserve() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(100, 80))], 0);
+        let grants = rec.tick(0);
+        assert_eq!(grants.len(), 2);
+        // reserve = burst / (4 · cores) = 10 each
+        assert!(grants.iter().all(|g| g.tokens() == 10));
+        let a = rec.id("a").unwrap();
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(60), Some(20)));
+    }
+
+    #[test]
+    fn refill_counts_leases_against_the_burst() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(1000, 80))], 0);
+        rec.tick(0);
+        let a = rec.id("a").unwrap();
+        // Core 0 spent its 10, core 1 nothing; an hour later the stock holds only the room
+        // the reported spends made, never a full burst beside the leases.
+        rec.on_report(report(0, false, &[(0, 1, 10, 0, 0)]), 3600 * SEC);
+        rec.tick(3600 * SEC);
+        let (avail, out) = (rec.available(a).unwrap(), rec.outstanding(a).unwrap());
+        assert!(
+            avail + out <= 80,
+            "stock {avail} + leases {out} over the burst"
+        );
+        assert!(out > 10, "core 0 got more");
+    }
+
+    #[test]
+    fn refill_before_applying_a_report_is_what_keeps_it_exact() {
+        // Full bucket, all of it leased to core 0, which spends it all just before reporting.
+        // The refill up to the report must not use the room those spends made.
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits([("a", Limit::per_second(1000, 4))], 0);
+        rec.tick(0); // reserve = 4/4 = 1
+        let a = rec.id("a").unwrap();
+        let answer = rec.on_report(report(0, true, &[(0, 1, 0, 5, 0)]), 0);
+        assert_eq!(answer.unwrap().tokens(), 3);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(0), Some(4)));
+        // 1 s later the core reports all 4 spent: refill first (no room: the view is still
+        // full), then apply. Refilling after applying would credit a whole second of refill.
+        rec.on_report(report(0, false, &[(0, 1, 4, 0, 0)]), SEC);
+        assert_eq!(
+            rec.available(a),
+            Some(0),
+            "no room was credited for the unreported spends"
+        );
+        rec.tick(SEC + MS);
+        assert_eq!(rec.available(a).unwrap() + rec.outstanding(a).unwrap(), 1);
+    }
+
+    #[test]
+    fn early_ask_is_answered_and_idle_leases_are_revoked_under_contention() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(1000, 80))], 0);
+        rec.tick(0);
+        // Core 0 is out and refusing; core 1 is idle with its reserve.
+        let answer = rec
+            .on_report(report(0, true, &[(0, 1, 10, 50, 0)]), MS)
+            .unwrap();
+        assert!(answer.tokens() > 0);
+        let grants = rec.tick(5 * MS);
+        let idle = grants
+            .iter()
+            .find(|g| g.core() == 1)
+            .expect("a message for core 1");
+        assert_eq!(
+            entry(idle, 0).target,
+            0,
+            "idle core is asked to hand its lease back"
+        );
+        // Its report hands back the 10; they return to the stock.
+        let a = rec.id("a").unwrap();
+        let before = rec.available(a).unwrap();
+        rec.on_report(report(1, false, &[(0, 1, 0, 0, 10)]), 5 * MS);
+        assert_eq!(rec.available(a).unwrap(), before + 10);
+        // A regular report is never answered on the spot.
+        assert!(
+            rec.on_report(report(0, false, &[(0, 1, 1, 1, 0)]), 6 * MS)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_recreates_changed_and_drops_removed() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits(
+            [
+                ("a", Limit::per_second(100, 80)),
+                ("b", Limit::per_second(10, 16)),
+            ],
+            0,
+        );
+        rec.tick(0); // a: 10 per core; b: 2 per core
+        let (a, b) = (rec.id("a").unwrap(), rec.id("b").unwrap());
+        let table = rec.set_limits(
+            [
+                ("a", Limit::per_second(100, 80)),
+                ("b", Limit::per_second(20, 8)),
+            ],
+            SEC,
+        );
+        assert_eq!(table.generations, vec![1, 3]);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(60), Some(20)));
+        // b: level min(8, 16) = 8, of which the 4 leased tokens are revoked but still counted.
+        assert_eq!((rec.available(b), rec.outstanding(b)), (Some(4), Some(4)));
+        // A core drops its old-generation lease and says so: the tokens come back, capped.
+        rec.on_report(report(0, false, &[(1, 2, 0, 0, 2)]), SEC);
+        assert_eq!((rec.available(b), rec.outstanding(b)), (Some(6), Some(2)));
+        // Removing a frees its id with a new generation; stale lines about it are ignored.
+        let table = rec.set_limits([("b", Limit::per_second(20, 8))], 2 * SEC);
+        assert_eq!(rec.id("a"), None);
+        assert_eq!(table.generations, vec![4, 3]);
+        assert!(
+            rec.on_report(report(0, true, &[(0, 1, 5, 5, 5)]), 2 * SEC)
+                .is_none()
+        );
+        // A later key reuses the id, newer than any report about the old one.
+        let table = rec.set_limits(
+            [
+                ("b", Limit::per_second(20, 8)),
+                ("c", Limit::per_second(1, 1)),
+            ],
+            3 * SEC,
+        );
+        assert_eq!(rec.id("c"), Some(a));
+        assert_eq!(table.generations, vec![5, 3]);
+        rec.on_report(report(0, false, &[(0, 1, 0, 0, 1)]), 3 * SEC);
+        assert_eq!(
+            rec.available(a),
+            Some(1),
+            "a report of the old key did not add to the new"
+        );
+    }
+
+    #[test]
+    fn reload_into_debt_does_not_hand_out_the_old_leases_again() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits([("a", Limit::per_second(1, 400))], 0);
+        rec.tick(0); // reserve 100
+        let a = rec.id("a").unwrap();
+        rec.on_report(report(0, true, &[(0, 1, 1, 1, 0)]), 0);
+        let out = rec.outstanding(a).unwrap();
+        assert!(out > 10);
+        rec.set_limits([("a", Limit::per_second(1, 10))], 0);
+        assert_eq!(
+            rec.available(a),
+            Some(0),
+            "in debt: the revoked leases exceed the new burst"
+        );
+        rec.on_report(report(0, false, &[(0, 1, 0, 0, out)]), 0);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(10), Some(0)));
+    }
+
+    #[test]
+    fn closed_limits_grant_nothing_and_say_retry_in_a_minute() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits(
+            [
+                ("zero", Limit::per_second(0, 100)),
+                ("empty", Limit::per_second(5, 0)),
+            ],
+            0,
+        );
+        let grants = rec.tick(0);
+        assert_eq!(grants[0].tokens(), 0);
+        assert!(
+            grants[0]
+                .entries
+                .iter()
+                .all(|e| e.retry_after_ms == RETRY_AFTER_CLOSED_MS)
+        );
+        assert!(
+            rec.on_report(report(0, true, &[(0, 1, 0, 9, 0)]), SEC)
+                .is_none()
+        );
+        assert_eq!(rec.available(rec.id("zero").unwrap()), Some(0));
+    }
+
+    #[test]
+    fn retry_after_is_the_time_to_mint_a_token() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits(
+            [
+                ("half", Limit::per_second_milli(500, 1)),
+                ("ten", Limit::per_second(10, 1)),
+            ],
+            0,
+        );
+        let grants = rec.tick(0);
+        assert_eq!(entry(&grants[0], 0).retry_after_ms, 2000);
+        assert_eq!(entry(&grants[0], 1).retry_after_ms, 100);
+    }
+
+    #[test]
+    fn demand_rate_settles_on_the_true_rate_whatever_the_periods() {
+        let tick = 5 * MS;
+        // 1000 rps in reports of 1 ms: the moving average settles at 1000.
+        let mut r = 0;
+        for _ in 0..200 {
+            r = demand_rate(r, 1, MS, tick);
+        }
+        assert!((990_000..=1_000_000).contains(&r), "{r}");
+        assert_eq!(
+            demand_rate(r, 20, 10 * MS, tick),
+            2_000_000,
+            "plain average over a long period"
+        );
+        assert_eq!(demand_rate(r, 0, tick, tick), 0, "a quiet tick resets it");
+    }
+
+    #[test]
+    fn a_shard_and_the_reconciler_agree_end_to_end() {
+        let cfg = config();
+        let mut rec = Reconciler::new(1, cfg);
+        let table = rec.set_limits([("a", Limit::per_second(100, 8))], 0);
+        let mut core = CoreLimiter::new(0, &cfg, 0);
+        core.sync(&table);
+        for g in rec.tick(0) {
+            core.apply(g);
+        }
+        let a = rec.id("a").unwrap();
+        let mut admitted = 0;
+        let mut now = 0;
+        // 1000 requests per second for one second, a tick every 5 ms, no delay.
+        for ms in 0..1000u64 {
+            now = ms * MS;
+            if ms % 5 == 0 {
+                if let Some(r) = core.report(now) {
+                    rec.on_report(r, now);
+                }
+                for g in rec.tick(now) {
+                    core.apply(g);
+                }
+            }
+            if core.check(&[a]).is_ok() {
+                admitted += 1;
+            }
+            if let Some(g) = core.early_ask(now).and_then(|r| rec.on_report(r, now)) {
+                core.apply(g);
+            }
+        }
+        // A single bucket admits 8 + 100·0.999 = 107 of these; the sharded one within a tick.
+        assert!((100..=107).contains(&admitted), "{admitted} at {now}");
+    }
 }
