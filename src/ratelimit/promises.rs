@@ -1,9 +1,41 @@
 //! The three promises of issue 3, checked on the whole system (reconciler, core shards,
 //! delayed message queues) in simulation, against the naive single bucket.
 //!
-//! Dense overload (at least 2,000 requests per second in total, and 3× the limit) is used for
-//! promise 2: with sparse arrivals even the single bucket falls short of `b + r·T`, because a
-//! token minted between two requests waits for the next one.
+//! Dense overload (3× the limit, and at least 2,000 requests per second) is used for promise
+//! 2: with sparse arrivals even a single bucket falls short of `b + r·T`, because a token minted
+//! between two requests waits for the next one.
+//!
+//! Promise 2, measured (`table` below; admitted in 10 s of sustained overload as a share of
+//! `b + 10·r`, and in brackets the shortfall in milliseconds of rate; patterns: even / one core /
+//! skewed 90/10 / moving every 0.5 s / random split; delay = one-way, both directions):
+//!
+//! | rate:burst | tick ms | delay ms | cores | even | one core | skewed | moving | random |
+//! |---|---|---|---|---|---|---|---|---|
+//! | 10000:5000 | 5 | 0 | 1 | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) |
+//! | 10000:5000 | 5 | 0 | 2 | 99.94% (6) | 99.94% (7) | 99.95% (6) | 99.92% (8) | 99.93% (8) |
+//! | 10000:5000 | 5 | 0 | 8 | 99.96% (5) | 99.96% (4) | 99.95% (5) | 99.94% (6) | 99.95% (6) |
+//! | 10000:5000 | 5 | 5 | 1 | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) |
+//! | 10000:5000 | 5 | 5 | 2 | 99.80% (21) | 99.80% (21) | 99.82% (19) | 99.78% (23) | 99.80% (21) |
+//! | 10000:5000 | 5 | 5 | 8 | 99.82% (18) | 99.80% (21) | 99.80% (21) | 99.79% (22) | 99.81% (20) |
+//! | 10000:5000 | 5 | 10 | 1 | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) |
+//! | 10000:5000 | 5 | 10 | 2 | 99.65% (37) | 99.66% (36) | 99.67% (35) | 99.64% (38) | 99.65% (37) |
+//! | 10000:5000 | 5 | 10 | 8 | 99.68% (34) | 99.66% (36) | 99.66% (36) | 99.64% (38) | 99.67% (35) |
+//! | 10000:5000 | 1 | 0 | 8 | 99.99% (1) | 99.99% (1) | 99.98% (2) | 99.98% (2) | 99.98% (2) |
+//! | 10000:5000 | 20 | 0 | 8 | 99.87% (14) | 99.89% (11) | 99.89% (11) | 99.89% (11) | 99.89% (12) |
+//! | 10000:5000 | 20 | 20 | 8 | 99.30% (74) | 99.11% (93) | 99.22% (82) | 99.11% (93) | 99.31% (72) |
+//! | 10000:5000 | 20 | 40 | 8 | 98.73% (133) | 98.35% (173) | 98.49% (158) | 98.35% (173) | 98.74% (132) |
+//! | 100000:50000 | 1 | 0 | 8 | 99.99% (1) | 99.98% (2) | 99.99% (2) | 99.98% (2) | 99.99% (1) |
+//! | 100000:50000 | 20 | 40 | 8 | 98.73% (134) | 98.35% (173) | 98.50% (158) | 98.35% (173) | 98.72% (134) |
+//! | 100:50 | 5 | 5 | 8 | 99.71% (30) | 99.81% (20) | 99.62% (40) | 99.81% (20) | 99.52% (50) |
+//! | 10:5 | 5 | 5 | 8 | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) |
+//! | 1:1 | 5 | 5 | 8 | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) |
+//! | 10000:300 | 5 | 5 | 8 | 99.77% (23) | 99.68% (32) | 99.72% (28) | 98.98% (103) | 99.69% (31) |
+//! | 10000:100 | 5 | 0 | 8 | 99.94% (6) | 99.88% (12) | 99.90% (10) | 99.14% (86) | 96.53% (347) |
+//! | 10000:100 | 5 | 5 | 8 | 67.75% (3228) | 62.37% (3767) | 63.45% (3658) | 60.58% (3946) | 63.45% (3659) |
+//!
+//! The 1:1 and 10:5 rows are exactly what a single bucket admits from the same arrivals (the
+//! last token is minted at t = 10 s). The last rows are bursts smaller than the tokens in the
+//! lease loop (see the module doc of `ratelimit`).
 
 use proptest::prelude::*;
 
@@ -16,9 +48,11 @@ fn run(setup: Setup, pattern: &Pattern, until: u64) -> Outcome {
     sim.out
 }
 
-/// Offered load for promise 2: 3× the limit, and dense.
+/// Offered load for promise 2: 3× the limit (rate, and the burst spread over 10 s), and dense,
+/// so that the limit, not the offered load, decides what is admitted.
 fn overload(limit: Limit) -> f64 {
-    (3.0 * limit.rate_milli() as f64 / 1000.0).max(2_000.0)
+    let rate = limit.rate_milli() as f64 / 1000.0 + limit.burst() as f64 / 10.0;
+    (3.0 * rate).max(2_000.0)
 }
 
 /// Tokens the system may fall short of `b + r·T` by under sustained overload: the refill lost
@@ -274,6 +308,9 @@ proptest! {
         let out = run(setup, &pattern, 10 * SEC);
         let ideal = burst as f64 + 10.0 * rate as f64;
         let admitted = out.admitted(0) as f64;
+        // The window ends at the last step, 0.1 ms before 10 s.
+        let last_step = rate as f64 * 1e-4;
+        prop_assert!(out.reference as f64 >= ideal - last_step - 3.0, "not limit-bound: {} of {ideal}, offered {}", out.reference, out.offered);
         prop_assert!(
             admitted >= ideal - allowed,
             "{name}: admitted {admitted} of {ideal}, allowed shortfall {allowed:.1}"

@@ -174,7 +174,7 @@ impl Reconciler {
 
     /// Whole tokens in the global stock of `id` (not leased out), as of its last refill.
     pub fn available(&self, id: LimitId) -> Option<u64> {
-        self.bucket(id).map(|b| (b.stock / UNIT) as u64)
+        self.bucket(id).map(Bucket::avail)
     }
 
     /// Tokens leased out for `id` and not yet reported spent or handed back.
@@ -292,6 +292,12 @@ impl Bucket {
         }
     }
 
+    /// Whole tokens in the stock. The stock never exceeds the burst (refill, returns and
+    /// reloads all clamp to it), so this fits.
+    fn avail(&self) -> u64 {
+        (self.stock / UNIT) as u64
+    }
+
     fn cap(&self) -> u128 {
         u128::from(self.limit.burst) * UNIT
     }
@@ -364,7 +370,7 @@ impl Bucket {
         let avail = if self.limit.is_closed() {
             0
         } else {
-            (self.stock / UNIT) as u64
+            self.avail()
         };
         let contended = self.set_targets(config, now, rtt_ns, avail);
         match (contended, only) {
