@@ -1,100 +1,111 @@
 //! Throttling: sharded token buckets, reconciled to an exact global limit (ARCHITECTURE.md §4).
 //!
 //! This module owns the arithmetic and the lease protocol: a [`CoreLimiter`] per data core (the
-//! per-request check, no lock, no atomic, no channel), and one [`Reconciler`] on the control
+//! per-request check: no lock, no atomic, no channel), and one [`Reconciler`] on the control
 //! thread (the global bucket of every limit and the leases handed out of it). Both are pure state
-//! machines: they do no I/O, read no clock (time comes in as [`Nanos`]) and never block. It does
-//! not own the channels, the tick timers, the 429 response, the metrics or the mapping from config
-//! to limit keys: the runtime and the config compiler drive it.
+//! machines: no I/O, no clock (time comes in as [`Nanos`]), no blocking. It does not own the
+//! channels, the timers, the 429 response, the metrics or the mapping from config to limit keys.
 //!
 //! # Wiring
 //!
 //! ```text
-//!  control thread                                      core k
-//!  ──────────────                                      ──────
-//!  set_limits(keys, now) -> LimitTable ──snapshot──▶   sync(&table)   (with the new snapshot)
-//!  tick(now) -> Vec<Grant>   ─────────one per core──▶  apply(grant)
-//!                                                      per request:
-//!                                                        check(&[account, stage, route][..n])
-//!                                                        Err(t) → 429, Retry-After t.retry_after_secs()
-//!                                                               → if let Some(r) = early_ask(now) { send r }
-//!  on_report(report, now) -> Option<Grant> ◀─────────  every core tick: if let Some(r) = report(now) { send r }
-//!     (Some only for an early ask: send it back at once)
+//!  control thread                                        core k
+//!  set_limits(keys, now) -> LimitTable ───snapshot────▶  sync(&table)    (on snapshot swap)
+//!  tick(now) -> Vec<Grant> ──────at most one per core──▶  apply(grant)
+//!                                                        per request:
+//!                                                          check(&[account, stage, route][..n])
+//!                                                            Err(t) → 429, Retry-After: t.retry_after_secs()
+//!                                                          if let Some(r) = early_ask(now) { send r }
+//!  on_report(report, now) -> Option<Grant> ◀──────────── each core tick: if let Some(r) = report(now) { send r }
+//!     Some(g) only for an early ask: send g back at once
 //! ```
 //!
-//! - Limit keys are opaque strings the config compiler builds ("account", "stage:api/prod",
-//!   "route:api/prod/GET /x"); [`Reconciler::id`] turns one into a compact [`LimitId`] once, at
-//!   compile time, so the request path indexes an array instead of hashing.
-//! - After [`Reconciler::set_limits`], call [`Reconciler::tick`] at once and send the grants with
-//!   the snapshot: a new or changed limit has no tokens on any core until its first grant lands.
-//! - `now` given to the reconciler must be read *after* the reports it is about to process were
-//!   received (read the clock after draining the channel, not before): the exactness argument
-//!   below needs every processed report to have been written no later than `now`.
-//! - Cores do not need an exact clock: [`CoreLimiter::check`] takes none, and the core's `now`
-//!   only measures report periods (demand rates) and spaces early asks.
+//! - Keys are opaque strings the config compiler builds ("account", "stage:api/prod",
+//!   "route:api/prod/GET /x"); [`Reconciler::id`] turns each into a compact [`LimitId`] at compile
+//!   time, so the request path indexes an array. `Throttled::which` indexes the slice given to
+//!   `check`, i.e. says the scope (account, stage, route) for the metric.
+//! - After [`Reconciler::set_limits`], call [`Reconciler::tick`] at once and send those grants
+//!   with the snapshot: a new or changed limit has no tokens on a core until its first grant.
+//! - Give the reconciler a `now` read *after* the reports it is about to process were received
+//!   (drain the channel, then read the clock): exactness needs every processed report to have
+//!   been written no later than `now`. Cores need no exact clock: `check` takes none; the core's
+//!   `now` only measures report periods and spaces early asks.
+//! - Call `early_ask` after every `check`, admitted or not: it is a flag test unless the core
+//!   refused or spent a lease down to half its target, and it builds at most one message per
+//!   `ask_gap_ns` (default: one tick). Upward traffic is thus at most two messages per core per
+//!   tick, downward at most two grants; idle cores send nothing.
 //!
 //! # The protocol
 //!
-//! Per limit, the reconciler holds a *stock* `G` (fixed point, 10⁻¹² token), and per core the
-//! lease it believes the core still holds: what it granted, minus what the core reported spent
-//! or gave back. Call `X = G + Σ leases` (its view). The refill is `G += min(r·Δt, b − X)`, done
-//! lazily for a limit at every entry point (`tick`, `on_report`, `set_limits`) *before* applying
-//! anything the message says. Grants move whole tokens from `G` into a lease; reports move spent
-//! tokens out of the lease and returned ones back into `G`. So tokens are created only by the
-//! refill, at most `r·Δt` per `Δt`.
+//! Per limit, the reconciler holds a *stock* `G` (fixed point, 10⁻¹² token, so rates are exact in
+//! milli-tokens per second) and per core the lease it believes the core holds: granted, minus what
+//! the core reported spent or handed back. Call its view `X = G + Σ leases`. The refill is
+//! `G += min(r·Δt, b − X)`, done for a limit at every entry point *before* applying what the
+//! message says. Grants move whole tokens from `G` into a lease; reports take spent tokens out of
+//! the lease and put handed-back ones into `G`. Tokens are created only by the refill.
 //!
-//! A core spends only tokens it holds. At each core tick it reports, per limit: tokens spent,
-//! requests refused for lack of a token (unmet demand), and tokens it gives back (its lease above
-//! the `target` the reconciler last set for it). A refusal also lets it send one *early ask* (the
-//! same report, flagged), at most one per `ask_gap_ns`; the reconciler answers that one at once.
-//!
-//! Lease sizing, per limit, per core: `base = demand rate × horizon`. If the stock and the leases
-//! cover every core's `max(base, reserve)` (uncontended; `reserve = max(1, b / (4·cores))`, so
-//! an idle core can admit a short burst without asking), that is each core's target; otherwise
-//! (contended) targets are `base` and the stock is split in proportion to the shortfalls. An idle
-//! core's target then drops to 0, so it hands its lease back at its next report. An early ask
-//! gets everything that the other cores' shortfalls leave over (all of it when only that core is
-//! busy: a burst drains at once, as it would from a single bucket), else its proportional share.
+//! A core spends only what it holds. Each report says, per limit, since the previous one: spent,
+//! refused for want of a token (unmet demand), and handed back (lease above the target the
+//! reconciler set), plus the send time of the newest grant applied (the reconciler's round-trip
+//! estimate). Each core's demand rate is smoothed over a tick; its *horizon* is the configured
+//! one plus its round trip. Targets: while no core is short and demand is below the rate, the
+//! most generous the supply covers, in tiers (demand × horizon; one token for quiet cores that
+//! had traffic, so sparse requests find a token where they last came; an idle reserve of
+//! `b / (4·cores)` that shrinks evenly as the supply does). When contended (a core refused
+//! within its horizon and a tick, demand ≥ rate, or demand × horizon ≥ supply), targets are
+//! demand × horizon only, so quiet cores hand their leases back at their next report; the stock
+//! goes out by demand, short ("hungry") cores first, each at most its demand until the grant
+//! after next, so a burst drains as fast as requests come but no lump is parked on a core whose
+//! traffic moves on.
 //!
 //! # Why "never over" is exact
 //!
-//! Let `T` be the tokens that really exist: `G`, the leases cores really hold, and tokens in
-//! flight in messages. The reconciler's view overstates the leases by the spends it has not yet
-//! heard of (`U ≥ 0`), so `T = X − U`. Let `V` be a single ideal bucket `(r, b)`, starting full,
-//! fed the admissions at the moments they happened. Claim: `T ≤ V` always, hence `V ≥ T ≥ 0`, i.e.
-//! the admissions are exactly those a single bucket could have admitted, which is the same as
-//! "admitted ≤ b + r·t over every interval of length t". Spends lower `T` and `V` alike; between
-//! refills `V` only grows. At a refill at `t_k` (previous one at `t_{k−1}`), every spend `S_k` made
-//! in `(t_{k−1}, t_k]` is still unreported, because reports are applied after the refill of the
-//! moment they are processed and were written before it. So `U ≥ S_k` and
-//! `T_new = min(T + r·Δt, b − U) ≤ min(V_{k−1} + r·Δt, b) − S_k ≤ V(t_k)`, the last step because a
-//! bucket loses the least when its spends come as late as possible. (Counting unreported spends
-//! as still leased is what makes this work: capping `X`, not `T`, at `b`.)
+//! Let `T` be the tokens that really exist: `G`, leases cores really hold, tokens in messages.
+//! The view overstates leases by the spends not yet reported (`U ≥ 0`): `T = X − U`. Let `V` be a
+//! single ideal bucket `(r, b)` starting full, fed the admissions when they happened. Claim:
+//! `T ≤ V` always; with `T ≥ 0`, `V` never goes negative, i.e. the admissions are ones a single
+//! bucket could admit, which is exactly "admitted ≤ b + r·t over every interval of length t".
+//! Spends lower both alike; between refills `V` only grows. At a refill at `t_k` (previous at
+//! `t_{k−1}`), every spend `S_k` made in `(t_{k−1}, t_k]` is still unreported (reports processed
+//! at `t_k` are applied after its refill, and were written before it), so `U ≥ S_k` and
+//! `T' = min(T + r·Δt, b − U) ≤ min(V + r·Δt, b) − S_k ≤ V(t_k)`, the last step because a bucket
+//! loses least when its spends come as late as possible. (Capping the view `X`, not `T`, is what
+//! makes it work.) Returns and grants move tokens without changing `X`; a report can only lower
+//! it. The property tests check the resulting sequences against a single integer bucket.
 //!
 //! # Reload
 //!
-//! [`Reconciler::set_limits`] keeps a key whose `Limit` is unchanged as it is. A changed key keeps
-//! its `LimitId` but gets a new generation: its new bucket inherits the old one's level clamped to
-//! the new burst (`min(b', X)`, so a reload neither hands out a fresh burst nor resets a drained
-//! bucket), and every outstanding lease of the old generation is revoked: cores drop it on
-//! [`CoreLimiter::sync`] (or on the first grant of the new generation) and report it back. Until
-//! they have, those tokens still count against the new bucket (as "phantom" leases), so the
-//! admissions after the change are feasible for a bucket that ran with `(r, b)` until the change
-//! and then with `(r', b')` from level `min(b', level)`. Exception: a reload that lowers the
-//! burst below the tokens cores hold at that moment; the new bucket then starts in debt (no
-//! refill until it is repaid), and the bound `b' + r'·t` is exact for intervals starting after
-//! every core has seen the new snapshot. Removed keys are dropped; their id is reused only by a
-//! later reload, with a newer generation, and stale reports about it are ignored.
+//! [`Reconciler::set_limits`] keeps an unchanged key as it is (stock, leases, generation). A
+//! changed key keeps its id but gets a new generation: its bucket carries the level over,
+//! clamped to the new burst (`min(b', X)`: a reload neither hands out a fresh burst nor refills a
+//! drained bucket), and every lease of the old generation is revoked: cores drop it on
+//! [`CoreLimiter::sync`] (or at the first grant of the new generation) and report it back; until
+//! then it still counts against the new bucket. So admissions are feasible for a bucket that ran
+//! `(r, b)` until the change, then `(r', b')` from the clamped level. Exception: a reload that
+//! lowers the burst below the tokens cores hold starts the new bucket in debt (no refill until
+//! repaid, returns beyond `b'` destroyed); `b' + r'·t` is then exact for intervals starting once
+//! every core has the new snapshot. Removed keys are dropped; their id is reused only by a later
+//! reload, at a newer generation, so late reports about the old key are ignored.
 //!
-//! # What "never much under" costs
+//! # What "never much under" costs, and where it cannot hold
 //!
-//! Under sustained overload everything the refill creates is admitted except (a) tokens still in
-//! the pipeline when the window ends (about `r·(ask_gap + 2·delay)`, delay = one-way message
-//! latency) and (b) refill lost while `X` sits at `b` with spends not yet reported (about
-//! `r·(ask_gap + 2·delay)` once, when a full bucket starts being drained). Both are bounded by
-//! time × rate, so the 99% promise over 10 s holds whenever `b + 10·r` is large next to
-//! `r·(tick + 2·delay)` and the burst covers the tokens in flight, `b ≳ 2·r·(tick + 2·delay)`;
-//! see the tables in `sim.rs` and the limitation notes there for small limits.
+//! Under sustained overload the shortfall against `b + r·T` is time × rate: refill lost while
+//! the first spends of a full bucket travel to the reconciler, and tokens in the pipeline when
+//! the window closes. Measured: about `r·(3·delay + tick)` (delay = one-way message latency),
+//! tested at most `r·(4·delay + 2·tick) + cores + 2`, on every pattern (one core, moving cores,
+//! skewed, random), whenever the burst holds the tokens circulating in the lease loop,
+//! `b ≥ r·(3·delay + 2·tick) + 2·cores`. Hence ≥ 99% over 10 s while `3·delay + tick` stays
+//! under ~100 ms: with the default 5 ms tick and delays up to 2 ticks, 99.64–99.96% (tables in
+//! `promises.rs`). It cannot hold (a) for tiny `b + r·T`, where one token is over 1%: rate 1,
+//! burst 1, 8 cores admits 10 of 11 in 10 s, exactly what a single bucket admits from the same
+//! arrivals (the 11th token is minted at t = 10 s); (b) when the loop latency eats the budget
+//! (20 ms ticks with 40 ms delays: 98.2–98.7%); (c) when the burst is smaller than the tokens in
+//! the loop: throughput is then about `b` per lease round trip (rate 10,000, burst 100, 5 ms
+//! delay: 60–67%). In production the delay is a channel hop (microseconds), so (b) and (c) need
+//! `b ≳ r·2·tick`, e.g. 100 tokens for 10,000 rps at a 5 ms tick. Also: requests that land on a
+//! core without a token are refused even if another core holds one; for limits with `b` below
+//! the number of cores and traffic spread thinly over cores this is the common case until the
+//! reconciler moves the tokens (one round trip).
 
 #[cfg(test)]
 mod promises;
@@ -242,6 +253,9 @@ pub struct CoreReport {
     core: usize,
     early: bool,
     period_ns: u64,
+    /// `sent_at` of the newest grant applied since the previous report: the reconciler learns
+    /// the round trip from it, and sizes leases to cover the tokens in flight.
+    echo: Option<Nanos>,
     entries: Vec<ReportEntry>,
 }
 
@@ -274,6 +288,8 @@ struct ReportEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     core: usize,
+    /// The reconciler's `now` when it wrote the grant, echoed back in a report.
+    sent_at: Nanos,
     entries: Vec<GrantEntry>,
 }
 

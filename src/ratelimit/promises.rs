@@ -1,9 +1,41 @@
 //! The three promises of issue 3, checked on the whole system (reconciler, core shards,
 //! delayed message queues) in simulation, against the naive single bucket.
 //!
-//! Dense overload (at least 2,000 requests per second in total, and 3× the limit) is used for
-//! promise 2: with sparse arrivals even the single bucket falls short of `b + r·T`, because a
-//! token minted between two requests waits for the next one.
+//! Dense overload (3× the limit, and at least 2,000 requests per second) is used for promise
+//! 2: with sparse arrivals even a single bucket falls short of `b + r·T`, because a token minted
+//! between two requests waits for the next one.
+//!
+//! Promise 2, measured (`table` below; admitted in 10 s of sustained overload as a share of
+//! `b + 10·r`, and in brackets the shortfall in milliseconds of rate; patterns: even / one core /
+//! skewed 90/10 / moving every 0.5 s / random split; delay = one-way, both directions):
+//!
+//! | rate:burst | tick ms | delay ms | cores | even | one core | skewed | moving | random |
+//! |---|---|---|---|---|---|---|---|---|
+//! | 10000:5000 | 5 | 0 | 1 | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) |
+//! | 10000:5000 | 5 | 0 | 2 | 99.94% (6) | 99.94% (7) | 99.95% (6) | 99.92% (8) | 99.93% (8) |
+//! | 10000:5000 | 5 | 0 | 8 | 99.96% (5) | 99.96% (4) | 99.95% (5) | 99.94% (6) | 99.95% (6) |
+//! | 10000:5000 | 5 | 5 | 1 | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) |
+//! | 10000:5000 | 5 | 5 | 2 | 99.80% (21) | 99.80% (21) | 99.82% (19) | 99.78% (23) | 99.80% (21) |
+//! | 10000:5000 | 5 | 5 | 8 | 99.82% (18) | 99.80% (21) | 99.80% (21) | 99.79% (22) | 99.81% (20) |
+//! | 10000:5000 | 5 | 10 | 1 | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) |
+//! | 10000:5000 | 5 | 10 | 2 | 99.65% (37) | 99.66% (36) | 99.67% (35) | 99.64% (38) | 99.65% (37) |
+//! | 10000:5000 | 5 | 10 | 8 | 99.68% (34) | 99.66% (36) | 99.66% (36) | 99.64% (38) | 99.67% (35) |
+//! | 10000:5000 | 1 | 0 | 8 | 99.99% (1) | 99.99% (1) | 99.98% (2) | 99.98% (2) | 99.98% (2) |
+//! | 10000:5000 | 20 | 0 | 8 | 99.87% (14) | 99.89% (11) | 99.89% (11) | 99.89% (11) | 99.89% (12) |
+//! | 10000:5000 | 20 | 20 | 8 | 99.30% (74) | 99.11% (93) | 99.22% (82) | 99.11% (93) | 99.31% (72) |
+//! | 10000:5000 | 20 | 40 | 8 | 98.73% (133) | 98.35% (173) | 98.49% (158) | 98.35% (173) | 98.74% (132) |
+//! | 100000:50000 | 1 | 0 | 8 | 99.99% (1) | 99.98% (2) | 99.99% (2) | 99.98% (2) | 99.99% (1) |
+//! | 100000:50000 | 20 | 40 | 8 | 98.73% (134) | 98.35% (173) | 98.50% (158) | 98.35% (173) | 98.72% (134) |
+//! | 100:50 | 5 | 5 | 8 | 99.71% (30) | 99.81% (20) | 99.62% (40) | 99.81% (20) | 99.52% (50) |
+//! | 10:5 | 5 | 5 | 8 | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) |
+//! | 1:1 | 5 | 5 | 8 | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) |
+//! | 10000:300 | 5 | 5 | 8 | 99.77% (23) | 99.68% (32) | 99.72% (28) | 98.98% (103) | 99.69% (31) |
+//! | 10000:100 | 5 | 0 | 8 | 99.94% (6) | 99.88% (12) | 99.90% (10) | 99.14% (86) | 96.53% (347) |
+//! | 10000:100 | 5 | 5 | 8 | 67.75% (3228) | 62.37% (3767) | 63.45% (3658) | 60.58% (3946) | 63.45% (3659) |
+//!
+//! The 1:1 and 10:5 rows are exactly what a single bucket admits from the same arrivals (the
+//! last token is minted at t = 10 s). The last rows are bursts smaller than the tokens in the
+//! lease loop (see the module doc of `ratelimit`).
 
 use proptest::prelude::*;
 
@@ -16,9 +48,11 @@ fn run(setup: Setup, pattern: &Pattern, until: u64) -> Outcome {
     sim.out
 }
 
-/// Offered load for promise 2: 3× the limit, and dense.
+/// Offered load for promise 2: 3× the limit (rate, and the burst spread over 10 s), and dense,
+/// so that the limit, not the offered load, decides what is admitted.
 fn overload(limit: Limit) -> f64 {
-    (3.0 * limit.rate_milli() as f64 / 1000.0).max(2_000.0)
+    let rate = limit.rate_milli() as f64 / 1000.0 + limit.burst() as f64 / 10.0;
+    (3.0 * rate).max(2_000.0)
 }
 
 /// Tokens the system may fall short of `b + r·T` by under sustained overload: the refill lost
@@ -98,7 +132,12 @@ fn traffic_under_the_limit_is_almost_never_refused() {
         },
     ];
     for pattern in &cases {
-        let out = run(Setup::new(8, 5 * MS, 5 * MS, vec![limit]), pattern, 5 * SEC);
+        // Traffic starts once the first grants have landed, as after a start or reload.
+        let mut sim = Sim::new(Setup::new(8, 5 * MS, 5 * MS, vec![limit]));
+        sim.run(&Pattern::Even { rate: 0.0 }, 20 * MS);
+        sim.run(pattern, 5 * SEC);
+        let out = sim.out;
+        eprintln!("{pattern:?}: {} refused of {}", out.refused, out.offered);
         assert_eq!(
             out.reference, out.offered,
             "the single bucket admits all of it"
@@ -207,14 +246,23 @@ fn reload_keeps_unchanged_limits_and_bounds_changed_ones() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    // Rates are in milli-tokens per second (fractional rates included), bursts in tokens;
+    // each range is drawn from small, medium and large so that tiny limits come up often.
 
     /// Promise 1, exactly: every admission sequence of every limit is one a single bucket
     /// starting full could have admitted, whatever the pattern, delays, jitter and limits.
     #[test]
     fn never_over(
         seed in any::<u64>(),
-        limits in proptest::collection::vec((0u64..100_000_000, 0u64..50_000), 1..4),
+        limits in proptest::collection::vec(
+            (
+                prop_oneof![0u64..1_000, 0u64..100_000, 0u64..100_000_000],
+                prop_oneof![0u64..4, 0u64..100, 0u64..50_000],
+            ),
+            1..4,
+        ),
         cores in 1usize..=8,
         tick_ms in 1u64..=20,
         delay_quarters in 0u64..=8,
@@ -260,6 +308,9 @@ proptest! {
         let out = run(setup, &pattern, 10 * SEC);
         let ideal = burst as f64 + 10.0 * rate as f64;
         let admitted = out.admitted(0) as f64;
+        // The window ends at the last step, 0.1 ms before 10 s.
+        let last_step = rate as f64 * 1e-4;
+        prop_assert!(out.reference as f64 >= ideal - last_step - 3.0, "not limit-bound: {} of {ideal}, offered {}", out.reference, out.offered);
         prop_assert!(
             admitted >= ideal - allowed,
             "{name}: admitted {admitted} of {ideal}, allowed shortfall {allowed:.1}"
@@ -337,26 +388,27 @@ fn table() {
     }
 }
 
+/// Traces one run: `DEBUG=rate:burst:cores:tick_ms:delay_us:pattern_index`.
 #[test]
 #[ignore]
 fn debug_case() {
-    let limit = Limit::per_second(50792, 18104);
-    let tick = 4 * MS;
-    let setup = Setup::new(6, tick, 2 * MS, vec![limit]);
+    let spec = std::env::var("DEBUG").unwrap_or_else(|_| "10000:5000:8:5:0:0".into());
+    let v: Vec<u64> = spec
+        .split(':')
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    let limit = Limit::per_second(v[0], v[1]);
+    let setup = Setup::new(v[2] as usize, v[3] * MS, v[4] * 1000, vec![limit]);
+    let (name, pattern) = sustained(overload(limit), v[2] as usize, 0).swap_remove(v[5] as usize);
     let mut sim = Sim::new(setup);
     let mut last = 0;
     for s in 1..=20 {
-        sim.run(
-            &Pattern::OneCore {
-                rate: overload(limit),
-            },
-            s * SEC / 40,
-        );
+        sim.run(&pattern, s * SEC / 2);
         let id = sim.ids[0];
         let leases: Vec<u64> = sim.shards.iter().map(|c| c.lease(id)).collect();
         eprintln!(
-            "t={}ms admitted +{} stock {:?} outstanding {:?} leases {leases:?} reports {} asks {} grants {}",
-            s * 25,
+            "{name} t={}ms +{} stock {:?} out {:?} leases {leases:?} reports {} asks {} grants {}",
+            s * 500,
             sim.out.admitted(0) - last,
             sim.rec.available(id),
             sim.rec.outstanding(id),

@@ -23,6 +23,8 @@ pub struct Reconciler {
     free: Vec<u32>,
     /// Generations are never reused, so any two of them compare by age.
     last_gen: u32,
+    /// Per core: smoothed time from writing a grant to processing the report that echoes it.
+    rtt_ns: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -58,13 +60,15 @@ struct Share {
     rate_milli: u64,
     /// When a report last showed demand, `None` if never.
     demand_at: Option<Nanos>,
-    /// The last report counted refused requests: this core is short, whatever its target says.
-    refusing: bool,
+    /// When a report last counted refused requests: for a while after, this core is short
+    /// ("hungry"), whatever its target says.
+    refused_at: Option<Nanos>,
     /// Target last sent to the core, `None` before the first one of this generation.
     target_sent: Option<u64>,
     // Scratch of one planning pass.
     lingering: bool,
     hungry: bool,
+    lump: u64,
     target: u64,
     short: u64,
     grant: u64,
@@ -80,6 +84,7 @@ impl Reconciler {
             ids: Vec::new(),
             free: Vec::new(),
             last_gen: 0,
+            rtt_ns: vec![0; cores.max(1)],
         }
     }
 
@@ -169,7 +174,7 @@ impl Reconciler {
 
     /// Whole tokens in the global stock of `id` (not leased out), as of its last refill.
     pub fn available(&self, id: LimitId) -> Option<u64> {
-        self.bucket(id).map(|b| (b.stock / UNIT) as u64)
+        self.bucket(id).map(Bucket::avail)
     }
 
     /// Tokens leased out for `id` and not yet reported spent or handed back.
@@ -186,6 +191,15 @@ impl Reconciler {
         }
         let tick = self.config.tick_ns.max(1);
         let period_ns = report.period_ns;
+        if let Some(sent_at) = report.echo {
+            let sample = now.saturating_sub(sent_at);
+            let rtt = &mut self.rtt_ns[core];
+            *rtt = if *rtt == 0 {
+                sample
+            } else {
+                (7 * *rtt + sample) / 8
+            };
+        }
         let mut answer = Vec::new();
         for e in &report.entries {
             let Some(slot) = self.ids.get_mut(e.id as usize) else {
@@ -202,14 +216,16 @@ impl Reconciler {
                 let share = &mut bucket.shares[core];
                 share.rate_milli =
                     demand_rate(share.rate_milli, e.spent + e.unmet, period_ns, tick);
-                share.refusing = e.unmet > 0;
+                if e.unmet > 0 {
+                    share.refused_at = Some(now);
+                }
                 if e.spent + e.unmet > 0 {
                     share.demand_at = Some(now);
                 }
-                // An early ask is about the limits it ran out of: refused, or drained to zero.
-                if report.early && (e.unmet > 0 || share.lease == 0) {
+                // An early ask is about the limits it is spending (refused, or down to half).
+                if report.early && e.spent + e.unmet > 0 {
                     let who = (e.id, slot.generation, Some(core));
-                    bucket.plan(&self.config, who, |_, g| answer.push(g));
+                    bucket.plan(&self.config, now, &self.rtt_ns, who, |_, g| answer.push(g));
                 }
             } else if (bucket.first_gen..slot.generation).contains(&e.generation) {
                 bucket.settle(core, e, true);
@@ -217,6 +233,7 @@ impl Reconciler {
         }
         (!answer.is_empty()).then_some(Grant {
             core,
+            sent_at: now,
             entries: answer,
         })
     }
@@ -231,13 +248,19 @@ impl Reconciler {
             };
             bucket.refill(now);
             let who = (id as u32, slot.generation, None);
-            bucket.plan(&self.config, who, |core, g| per_core[core].push(g));
+            bucket.plan(&self.config, now, &self.rtt_ns, who, |core, g| {
+                per_core[core].push(g)
+            });
         }
         per_core
             .into_iter()
             .enumerate()
             .filter(|(_, entries)| !entries.is_empty())
-            .map(|(core, entries)| Grant { core, entries })
+            .map(|(core, entries)| Grant {
+                core,
+                sent_at: now,
+                entries,
+            })
             .collect()
     }
 
@@ -267,6 +290,12 @@ impl Bucket {
             shares: vec![Share::default(); cores],
             rr: 0,
         }
+    }
+
+    /// Whole tokens in the stock. The stock never exceeds the burst (refill, returns and
+    /// reloads all clamp to it), so this fits.
+    fn avail(&self) -> u64 {
+        (self.stock / UNIT) as u64
     }
 
     fn cap(&self) -> u128 {
@@ -333,30 +362,28 @@ impl Bucket {
     fn plan(
         &mut self,
         config: &LeaseConfig,
+        now: Nanos,
+        rtt_ns: &[u64],
         (id, generation, only): (u32, u32, Option<usize>),
         mut emit: impl FnMut(usize, GrantEntry),
     ) {
         let avail = if self.limit.is_closed() {
             0
         } else {
-            (self.stock / UNIT) as u64
+            self.avail()
         };
-        let contended = self.set_targets(config.horizon_ns, avail);
-        // The most a short core gets at once: its demand until the grant after next lands.
-        // Bounding grants by demand keeps the stock in one place (no lump parked on a core
-        // whose traffic moves on) while still draining it as fast as requests come.
-        let lump_ns = config.tick_ns + config.horizon_ns;
+        let contended = self.set_targets(config, now, rtt_ns, avail);
         match (contended, only) {
             (false, None) => self.top_up(avail),
             (false, Some(core)) => {
                 let s = &mut self.shares[core];
                 s.grant = s.short.min(avail);
             }
-            (true, None) => self.share_out(avail, lump_ns),
+            (true, None) => self.share_out(avail),
             (true, Some(core)) => {
-                // Its part of the stock by demand, among the hungry cores if it is one (and it
-                // may keep it all), else among all; the rest stays for the others (they ask
-                // too, or get it at the tick).
+                // Its part of the stock by demand, among the hungry cores if it is one, else
+                // among all; the rest stays for the others (they ask too, or get it at the
+                // tick). An empty-handed hungry core gets at least a token if there is one.
                 let hungry = self.shares[core].hungry;
                 let rate: u128 = self
                     .shares
@@ -366,13 +393,9 @@ impl Bucket {
                     .sum();
                 let s = &mut self.shares[core];
                 let part = (u128::from(avail) * u128::from(s.rate_milli) / rate.max(1)) as u64;
-                if hungry {
-                    let lump = tokens_for(s.rate_milli, lump_ns);
-                    s.grant = part.min(lump).max(1).min(avail);
-                    s.target = s.target.max(s.lease + s.grant);
-                } else {
-                    s.grant = s.short.min(part);
-                }
+                let floor = u64::from(hungry && s.lease == 0);
+                s.grant = s.short.min(part).max(floor).min(avail);
+                s.target = s.target.max(s.lease + s.grant);
             }
         }
 
@@ -403,29 +426,43 @@ impl Bucket {
 
     /// Sets every core's target; says whether the limit is contended.
     ///
-    /// Contended: some core refused requests at its last report, total demand is at or above
-    /// the rate (the stock is draining), or demand over the horizon exceeds the supply (stock
-    /// plus leases). Then targets are current
-    /// demand only, so quiet cores hand their leases back, and the cores that are short
-    /// ("hungry") get the stock by demand (see `share_out`). Otherwise targets are the most
-    /// generous the supply covers, tier by tier: current demand over the horizon; one token for
-    /// quiet cores that had demand (those already holding one first, then the most recently
-    /// busy), so sparse traffic (under a request per tick) finds a token where it last came;
-    /// and the idle reserve, which shrinks evenly as the supply does (no cliff that would make
-    /// every core hand its lease back at once).
-    fn set_targets(&mut self, horizon_ns: u64, avail: u64) -> bool {
+    /// A core's horizon is the configured one plus its measured round trip, so that a lease
+    /// covers the tokens in flight to it as well as its demand until the next grant.
+    ///
+    /// Contended: some core refused requests within its horizon and a tick ("hungry"), total
+    /// demand is at or above the rate (the stock is draining), or demand over the horizon
+    /// exceeds the supply (stock plus leases). Then targets are current demand only, so quiet
+    /// cores hand their leases back; hungry cores aim one tick further and share the stock by
+    /// demand (see `share_out`). Otherwise targets are the most generous the supply covers,
+    /// tier by tier: current demand over the horizon; one token for quiet cores that had
+    /// demand (those already holding one first, then the most recently busy), so sparse
+    /// traffic (under a request per tick) finds a token where it last came; and the idle
+    /// reserve, which shrinks evenly as the supply does (no cliff that would make every core
+    /// hand its lease back at once).
+    fn set_targets(
+        &mut self,
+        config: &LeaseConfig,
+        now: Nanos,
+        rtt_ns: &[u64],
+        avail: u64,
+    ) -> bool {
         let closed = self.limit.is_closed();
         let reserve = (self.limit.burst / (RESERVE_DIVISOR * self.shares.len() as u64)).max(1);
         let (mut fast, mut held, mut lingerers, mut demand) = (0u128, 0u128, 0u128, 0u128);
         let mut hungry = false;
-        for s in &mut self.shares {
+        for (s, &rtt) in self.shares.iter_mut().zip(rtt_ns) {
+            let horizon_ns = config.horizon_ns + rtt;
+            let lump_ns = horizon_ns + config.tick_ns;
             s.target = if closed {
                 0
             } else {
                 tokens_for(s.rate_milli, horizon_ns)
             };
             s.lingering = !closed && s.target == 0 && s.demand_at.is_some();
-            s.hungry = !closed && s.refusing;
+            s.hungry = !closed
+                && s.refused_at
+                    .is_some_and(|at| now.saturating_sub(at) <= lump_ns);
+            s.lump = tokens_for(s.rate_milli, lump_ns);
             s.grant = 0;
             fast += u128::from(s.target);
             held += u128::from(s.lease);
@@ -436,7 +473,11 @@ impl Bucket {
         let supply = u128::from(avail) + held;
         let draining = demand >= u128::from(self.limit.rate_milli);
         let contended = !closed && (hungry || draining || fast >= supply);
-        if !closed && !contended {
+        if contended {
+            for s in self.shares.iter_mut().filter(|s| s.hungry) {
+                s.target = s.lump;
+            }
+        } else if !closed {
             let mut left = supply - fast;
             if lingerers <= left {
                 left -= lingerers;
@@ -493,13 +534,11 @@ impl Bucket {
         }
     }
 
-    /// Contended: cores that are not short get their shortfall, at most their part of the
-    /// stock by demand; the short ("hungry") ones share the rest by demand, up to their demand
-    /// over `lump_ns`, and may keep all of it (a single bucket would serve their waiting
-    /// requests from it just the same). Without
-    /// hungry cores, the stock goes by shortfall. Leftover tokens of the rounding go round the
-    /// cores one by one.
-    fn share_out(&mut self, avail: u64, lump_ns: u64) {
+    /// Contended: every core's shortfall, at most its part of the stock by demand, where the
+    /// hungry cores share what the others leave (a single bucket would serve their waiting
+    /// requests first come, first served, which is by demand too). Without demand anywhere,
+    /// by shortfall. Leftover tokens of the rounding go round the cores one by one.
+    fn share_out(&mut self, avail: u64) {
         let total_rate: u128 = self.shares.iter().map(|s| u128::from(s.rate_milli)).sum();
         let hungry_rate: u128 = self
             .shares
@@ -510,21 +549,19 @@ impl Bucket {
         let total_short: u128 = self.shares.iter().map(|s| u128::from(s.short)).sum();
         let mut left = avail;
         for s in self.shares.iter_mut().filter(|s| !s.hungry) {
-            let part = if hungry_rate > 0 {
-                u128::from(avail) * u128::from(s.rate_milli) / total_rate.max(1)
-            } else {
-                u128::from(avail) * u128::from(s.short) / total_short.max(1)
-            };
+            let part = (u128::from(avail) * u128::from(s.rate_milli))
+                .checked_div(total_rate)
+                .unwrap_or_else(|| u128::from(avail) * u128::from(s.short) / total_short.max(1));
             s.grant = s.short.min(part as u64);
             left -= s.grant;
         }
-        if hungry_rate > 0 {
-            let pool = u128::from(left);
-            for s in self.shares.iter_mut().filter(|s| s.hungry) {
-                let part = (pool * u128::from(s.rate_milli) / hungry_rate) as u64;
-                s.grant = part.min(tokens_for(s.rate_milli, lump_ns));
-                left -= s.grant;
-            }
+        let pool = u128::from(left);
+        for s in self.shares.iter_mut().filter(|s| s.hungry) {
+            let part = (pool * u128::from(s.rate_milli))
+                .checked_div(hungry_rate)
+                .unwrap_or(0);
+            s.grant = s.short.min(part as u64);
+            left -= s.grant;
         }
         let n = self.shares.len();
         let mut i = self.rr;
@@ -534,16 +571,13 @@ impl Bucket {
                 break;
             }
             let s = &mut self.shares[i % n];
-            if s.grant < s.short || s.hungry && s.grant < tokens_for(s.rate_milli, lump_ns) {
+            if s.grant < s.short {
                 s.grant += 1;
                 left -= 1;
             }
             i += 1;
         }
         self.rr = i % n;
-        for s in self.shares.iter_mut().filter(|s| s.hungry) {
-            s.target = s.target.max(s.lease + s.grant);
-        }
     }
 
     /// Time to mint one token (1 s at 1 rps), or a minute for a limit that admits nothing.
@@ -575,4 +609,315 @@ fn demand_rate(previous: u64, count: u64, period_ns: u64, tick_ns: u64) -> u64 {
 fn tokens_for(rate_milli: u64, ns: u64) -> u64 {
     let units = u128::from(rate_milli) * u128::from(ns);
     u64::try_from(units.div_ceil(UNIT)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CoreLimiter, LimitTable};
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+    const SEC: Nanos = 1_000_000_000;
+
+    fn config() -> LeaseConfig {
+        LeaseConfig::with_tick_ms(5)
+    }
+
+    fn report(core: usize, early: bool, lines: &[(u32, u32, u64, u64, u64)]) -> CoreReport {
+        CoreReport {
+            core,
+            early,
+            period_ns: 5 * MS,
+            echo: None,
+            entries: lines
+                .iter()
+                .map(|&(id, generation, spent, unmet, returned)| ReportEntry {
+                    id,
+                    generation,
+                    spent,
+                    unmet,
+                    returned,
+                })
+                .collect(),
+        }
+    }
+
+    fn entry(grant: &Grant, id: u32) -> GrantEntry {
+        *grant
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .expect("an entry for the limit")
+    }
+
+    #[test]
+    fn new_limits_start_full_with_compact_ids() {
+        let mut rec = Reconciler::new(2, config());
+        let table = rec.set_limits(
+            [
+                ("account", Limit::per_second(100, 50)),
+                ("route", Limit::per_second(10, 10)),
+            ],
+            0,
+        );
+        assert_eq!(
+            table,
+            LimitTable {
+                generations: vec![1, 2]
+            }
+        );
+        let (a, r) = (rec.id("account").unwrap(), rec.id("route").unwrap());
+        assert_eq!((a.index(), r.index()), (0, 1));
+        assert_eq!(rec.available(a), Some(50));
+        assert_eq!(rec.limit(r), Some(Limit::per_second(10, 10)));
+        assert_eq!(rec.id("nope"), None);
+    }
+
+    #[test]
+    fn first_tick_hands_every_core_its_reserve() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(100, 80))], 0);
+        let grants = rec.tick(0);
+        assert_eq!(grants.len(), 2);
+        // reserve = burst / (4 · cores) = 10 each
+        assert!(grants.iter().all(|g| g.tokens() == 10));
+        let a = rec.id("a").unwrap();
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(60), Some(20)));
+    }
+
+    #[test]
+    fn refill_counts_leases_against_the_burst() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(1000, 80))], 0);
+        rec.tick(0);
+        let a = rec.id("a").unwrap();
+        // Core 0 spent its 10, core 1 nothing; an hour later the stock holds only the room
+        // the reported spends made, never a full burst beside the leases.
+        rec.on_report(report(0, false, &[(0, 1, 10, 0, 0)]), 3600 * SEC);
+        rec.tick(3600 * SEC);
+        let (avail, out) = (rec.available(a).unwrap(), rec.outstanding(a).unwrap());
+        assert!(
+            avail + out <= 80,
+            "stock {avail} + leases {out} over the burst"
+        );
+        assert!(out > 10, "core 0 got more");
+    }
+
+    #[test]
+    fn refill_before_applying_a_report_is_what_keeps_it_exact() {
+        // Full bucket, all of it leased to core 0, which spends it all just before reporting.
+        // The refill up to the report must not use the room those spends made.
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits([("a", Limit::per_second(1000, 4))], 0);
+        rec.tick(0); // reserve = 4/4 = 1
+        let a = rec.id("a").unwrap();
+        let answer = rec.on_report(report(0, true, &[(0, 1, 0, 5, 0)]), 0);
+        assert_eq!(answer.unwrap().tokens(), 3);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(0), Some(4)));
+        // 1 s later the core reports all 4 spent: refill first (no room: the view is still
+        // full), then apply. Refilling after applying would credit a whole second of refill.
+        rec.on_report(report(0, false, &[(0, 1, 4, 0, 0)]), SEC);
+        assert_eq!(
+            rec.available(a),
+            Some(0),
+            "no room was credited for the unreported spends"
+        );
+        rec.tick(SEC + MS);
+        assert_eq!(rec.available(a).unwrap() + rec.outstanding(a).unwrap(), 1);
+    }
+
+    #[test]
+    fn early_ask_is_answered_and_idle_leases_are_revoked_under_contention() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits([("a", Limit::per_second(1000, 80))], 0);
+        rec.tick(0);
+        // Core 0 is out and refusing; core 1 is idle with its reserve.
+        let answer = rec
+            .on_report(report(0, true, &[(0, 1, 10, 50, 0)]), MS)
+            .unwrap();
+        assert!(answer.tokens() > 0);
+        let grants = rec.tick(5 * MS);
+        let idle = grants
+            .iter()
+            .find(|g| g.core() == 1)
+            .expect("a message for core 1");
+        assert_eq!(
+            entry(idle, 0).target,
+            0,
+            "idle core is asked to hand its lease back"
+        );
+        // Its report hands back the 10; they return to the stock.
+        let a = rec.id("a").unwrap();
+        let before = rec.available(a).unwrap();
+        rec.on_report(report(1, false, &[(0, 1, 0, 0, 10)]), 5 * MS);
+        assert_eq!(rec.available(a).unwrap(), before + 10);
+        // A regular report is never answered on the spot.
+        assert!(
+            rec.on_report(report(0, false, &[(0, 1, 1, 1, 0)]), 6 * MS)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_recreates_changed_and_drops_removed() {
+        let mut rec = Reconciler::new(2, config());
+        rec.set_limits(
+            [
+                ("a", Limit::per_second(100, 80)),
+                ("b", Limit::per_second(10, 16)),
+            ],
+            0,
+        );
+        rec.tick(0); // a: 10 per core; b: 2 per core
+        let (a, b) = (rec.id("a").unwrap(), rec.id("b").unwrap());
+        let table = rec.set_limits(
+            [
+                ("a", Limit::per_second(100, 80)),
+                ("b", Limit::per_second(20, 8)),
+            ],
+            SEC,
+        );
+        assert_eq!(table.generations, vec![1, 3]);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(60), Some(20)));
+        // b: level min(8, 16) = 8, of which the 4 leased tokens are revoked but still counted.
+        assert_eq!((rec.available(b), rec.outstanding(b)), (Some(4), Some(4)));
+        // A core drops its old-generation lease and says so: the tokens come back, capped.
+        rec.on_report(report(0, false, &[(1, 2, 0, 0, 2)]), SEC);
+        assert_eq!((rec.available(b), rec.outstanding(b)), (Some(6), Some(2)));
+        // Removing a frees its id with a new generation; stale lines about it are ignored.
+        let table = rec.set_limits([("b", Limit::per_second(20, 8))], 2 * SEC);
+        assert_eq!(rec.id("a"), None);
+        assert_eq!(table.generations, vec![4, 3]);
+        assert!(
+            rec.on_report(report(0, true, &[(0, 1, 5, 5, 5)]), 2 * SEC)
+                .is_none()
+        );
+        // A later key reuses the id, newer than any report about the old one.
+        let table = rec.set_limits(
+            [
+                ("b", Limit::per_second(20, 8)),
+                ("c", Limit::per_second(1, 1)),
+            ],
+            3 * SEC,
+        );
+        assert_eq!(rec.id("c"), Some(a));
+        assert_eq!(table.generations, vec![5, 3]);
+        rec.on_report(report(0, false, &[(0, 1, 0, 0, 1)]), 3 * SEC);
+        assert_eq!(
+            rec.available(a),
+            Some(1),
+            "a report of the old key did not add to the new"
+        );
+    }
+
+    #[test]
+    fn reload_into_debt_does_not_hand_out_the_old_leases_again() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits([("a", Limit::per_second(1, 400))], 0);
+        rec.tick(0); // reserve 100
+        let a = rec.id("a").unwrap();
+        rec.on_report(report(0, true, &[(0, 1, 1, 1, 0)]), 0);
+        let out = rec.outstanding(a).unwrap();
+        assert!(out > 10);
+        rec.set_limits([("a", Limit::per_second(1, 10))], 0);
+        assert_eq!(
+            rec.available(a),
+            Some(0),
+            "in debt: the revoked leases exceed the new burst"
+        );
+        rec.on_report(report(0, false, &[(0, 1, 0, 0, out)]), 0);
+        assert_eq!((rec.available(a), rec.outstanding(a)), (Some(10), Some(0)));
+    }
+
+    #[test]
+    fn closed_limits_grant_nothing_and_say_retry_in_a_minute() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits(
+            [
+                ("zero", Limit::per_second(0, 100)),
+                ("empty", Limit::per_second(5, 0)),
+            ],
+            0,
+        );
+        let grants = rec.tick(0);
+        assert_eq!(grants[0].tokens(), 0);
+        assert!(
+            grants[0]
+                .entries
+                .iter()
+                .all(|e| e.retry_after_ms == RETRY_AFTER_CLOSED_MS)
+        );
+        assert!(
+            rec.on_report(report(0, true, &[(0, 1, 0, 9, 0)]), SEC)
+                .is_none()
+        );
+        assert_eq!(rec.available(rec.id("zero").unwrap()), Some(0));
+    }
+
+    #[test]
+    fn retry_after_is_the_time_to_mint_a_token() {
+        let mut rec = Reconciler::new(1, config());
+        rec.set_limits(
+            [
+                ("half", Limit::per_second_milli(500, 1)),
+                ("ten", Limit::per_second(10, 1)),
+            ],
+            0,
+        );
+        let grants = rec.tick(0);
+        assert_eq!(entry(&grants[0], 0).retry_after_ms, 2000);
+        assert_eq!(entry(&grants[0], 1).retry_after_ms, 100);
+    }
+
+    #[test]
+    fn demand_rate_settles_on_the_true_rate_whatever_the_periods() {
+        let tick = 5 * MS;
+        // 1000 rps in reports of 1 ms: the moving average settles at 1000.
+        let mut r = 0;
+        for _ in 0..200 {
+            r = demand_rate(r, 1, MS, tick);
+        }
+        assert!((990_000..=1_000_000).contains(&r), "{r}");
+        assert_eq!(
+            demand_rate(r, 20, 10 * MS, tick),
+            2_000_000,
+            "plain average over a long period"
+        );
+        assert_eq!(demand_rate(r, 0, tick, tick), 0, "a quiet tick resets it");
+    }
+
+    #[test]
+    fn a_shard_and_the_reconciler_agree_end_to_end() {
+        let cfg = config();
+        let mut rec = Reconciler::new(1, cfg);
+        let table = rec.set_limits([("a", Limit::per_second(100, 8))], 0);
+        let mut core = CoreLimiter::new(0, &cfg, 0);
+        core.sync(&table);
+        for g in rec.tick(0) {
+            core.apply(g);
+        }
+        let a = rec.id("a").unwrap();
+        let mut admitted = 0;
+        let mut now = 0;
+        // 1000 requests per second for one second, a tick every 5 ms, no delay.
+        for ms in 0..1000u64 {
+            now = ms * MS;
+            if ms % 5 == 0 {
+                if let Some(r) = core.report(now) {
+                    rec.on_report(r, now);
+                }
+                for g in rec.tick(now) {
+                    core.apply(g);
+                }
+            }
+            if core.check(&[a]).is_ok() {
+                admitted += 1;
+            }
+            if let Some(g) = core.early_ask(now).and_then(|r| rec.on_report(r, now)) {
+                core.apply(g);
+            }
+        }
+        // A single bucket admits 8 + 100·0.999 = 107 of these; the sharded one within a tick.
+        assert!((100..=107).contains(&admitted), "{admitted} at {now}");
+    }
 }

@@ -23,9 +23,11 @@ pub struct CoreLimiter {
     stale: Vec<ReportEntry>,
     last_report_at: Nanos,
     last_ask_at: Option<Nanos>,
-    /// Since the last report, some check was refused or spent a lease's last token: an early
-    /// ask may help (asking at exhaustion, not at the next refusal, lets the reconciler see the
-    /// spends and refill sooner, which matters when the burst is a handful of tokens).
+    /// `sent_at` of the newest grant applied since the last report.
+    echo: Option<Nanos>,
+    /// Since the last report, some check was refused or spent a lease down to half its target:
+    /// an early ask may help (asking before the next refusal lets the reconciler see the spends
+    /// and top the lease up in time, which matters when demand rises or the burst is small).
     wanting: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -38,6 +40,9 @@ struct Slot {
     spent: u64,
     unmet: u64,
     target: u64,
+    /// Half the target: spending down to it is worth an early ask, so that a core whose
+    /// demand rises asks for more before it runs dry.
+    low_water: u64,
     retry_after_ms: u32,
     /// The previous report carried activity; the next one says so even if it is quiet, so the
     /// reconciler's demand estimate falls to zero without a timeout.
@@ -51,6 +56,7 @@ impl Slot {
         spent: 0,
         unmet: 0,
         target: 0,
+        low_water: 0,
         retry_after_ms: RETRY_AFTER_UNKNOWN_MS,
         active_last: false,
     };
@@ -66,6 +72,7 @@ impl CoreLimiter {
             stale: Vec::new(),
             last_report_at: now,
             last_ask_at: None,
+            echo: None,
             wanting: false,
             _not_sync: PhantomData,
         }
@@ -101,14 +108,14 @@ impl CoreLimiter {
             if slot.lease > 0 {
                 slot.lease -= 1;
                 slot.spent += 1;
-                self.wanting |= slot.lease == 0;
+                self.wanting |= slot.lease <= slot.low_water;
             }
         }
         Ok(())
     }
 
-    /// True when, since the last report, a check was refused or spent the last token of a
-    /// lease, and the last early ask is at least `ask_gap_ns` old.
+    /// True when, since the last report, a check was refused or spent a lease down to half its
+    /// target, and the last early ask is at least `ask_gap_ns` old.
     pub fn wants_refill(&self, now: Nanos) -> bool {
         self.wanting
             && self
@@ -147,6 +154,7 @@ impl CoreLimiter {
     /// newer generations (which drop the lease of the older one).
     pub fn apply(&mut self, grant: Grant) {
         debug_assert_eq!(grant.core, self.core, "grant delivered to the wrong core");
+        self.echo = self.echo.max(Some(grant.sent_at));
         for e in grant.entries {
             let id = LimitId(e.id);
             let generation = self.slot_mut(id).generation;
@@ -167,6 +175,7 @@ impl CoreLimiter {
             let slot = &mut self.slots[id.index()];
             slot.lease += e.tokens;
             slot.target = e.target;
+            slot.low_water = e.target / 2;
             slot.retry_after_ms = e.retry_after_ms;
         }
     }
@@ -213,6 +222,7 @@ impl CoreLimiter {
             core: self.core,
             early,
             period_ns,
+            echo: self.echo.take(),
             entries,
         }
     }
@@ -258,6 +268,7 @@ mod tests {
     fn grant(core: usize, entries: &[(u32, u32, u64, u64)]) -> Grant {
         Grant {
             core,
+            sent_at: 0,
             entries: entries
                 .iter()
                 .map(|&(id, generation, tokens, target)| GrantEntry {
@@ -340,10 +351,13 @@ mod tests {
         );
         assert!(c.wants_refill(4_000_010));
         assert!(c.early_ask(4_000_010).is_some());
-        // Spending the last token of a lease is also worth an ask (the spend is news).
-        c.apply(grant(0, &[(0, 1, 1, 1)]));
+        // Spending a lease down to half its target is also worth an ask.
+        c.report(4_000_020);
+        c.apply(grant(0, &[(0, 1, 4, 4)]));
         c.check(&[LimitId(0)]).unwrap();
-        assert!(c.wants_refill(8_000_010));
+        assert!(!c.wants_refill(8_000_010), "3 of 4 left");
+        c.check(&[LimitId(0)]).unwrap();
+        assert!(c.wants_refill(8_000_010), "2 of 4 left");
     }
 
     #[test]
