@@ -51,6 +51,11 @@ pub const ACCOUNT_RATE: u64 = 10_000;
 pub const ACCOUNT_BURST: u64 = 5_000;
 /// How often throttle leases are reconciled between cores and the control thread, in ms.
 pub const RECONCILE_TICK_MS: u64 = 5;
+/// Retry-After for a limit that admits nothing (rate 0 or burst 0), in milliseconds.
+pub const RETRY_AFTER_CLOSED_MS: u32 = 60_000;
+/// An uncontended core keeps a throttle reserve of at least `burst / (this · cores)` tokens
+/// (and at least 1), so an idle core can admit a short burst without asking first.
+pub const THROTTLE_RESERVE_DIVISOR: u64 = 4;
 /// Capacity of every bounded channel between a core and the control thread.
 pub const CONTROL_CHANNEL_CAPACITY: usize = 1024;
 /// How often each core looks at its control channel and refreshes its clock, in milliseconds.

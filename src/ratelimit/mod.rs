@@ -120,14 +120,9 @@ pub use shard::CoreLimiter;
 /// Nanoseconds on the caller's monotonic clock (any epoch, as long as all parties share it).
 pub type Nanos = u64;
 
-/// Default reconciliation tick, in milliseconds (`[account] reconcile_tick_ms`).
-// Tuning constants of this module; they belong next to the other limits in `crate::limits`
-// once the config wires `reconcile_tick_ms`.
-pub const RECONCILE_TICK_MS: u64 = 5;
-/// Retry-After for a limit that admits nothing (rate 0 or burst 0), in milliseconds.
-pub const RETRY_AFTER_CLOSED_MS: u32 = 60_000;
-/// An uncontended core keeps at least `burst / (RESERVE_DIVISOR · cores)` tokens (and at least 1).
-pub const RESERVE_DIVISOR: u64 = 4;
+pub use crate::limits::{
+    RECONCILE_TICK_MS, RETRY_AFTER_CLOSED_MS, THROTTLE_RESERVE_DIVISOR as RESERVE_DIVISOR,
+};
 
 /// Fixed-point unit of a bucket's stock: 10⁻¹² token, so that a rate in milli-tokens per second
 /// times a duration in nanoseconds is an exact integer amount.
