@@ -145,8 +145,12 @@ fn throttles_hold_across_cores() {
             ok += 1;
         }
     }
-    // Never over: burst + rate x elapsed. Never under: the whole burst, wherever it landed.
+    // Never over: burst + rate x elapsed, in total over both cores (per-core buckets would
+    // admit up to twice the burst). Under: a core's last token can be stranded while requests
+    // land on the other core (a limit this small is below the lease protocol's resolution:
+    // about one token per core, see src/ratelimit), so at least burst - cores.
     let bound = 10 + started.elapsed().as_secs();
+    assert!((8..=bound).contains(&ok), "admitted {ok}, expected 8..={bound}");
     assert!(
         (10..=bound).contains(&ok),
         "admitted {ok}, expected 10..={bound}"
