@@ -150,10 +150,9 @@ fn throttles_hold_across_cores() {
     // land on the other core (a limit this small is below the lease protocol's resolution:
     // about one token per core, see src/ratelimit), so at least burst - cores.
     let bound = 10 + started.elapsed().as_secs();
-    assert!((8..=bound).contains(&ok), "admitted {ok}, expected 8..={bound}");
     assert!(
-        (10..=bound).contains(&ok),
-        "admitted {ok}, expected 10..={bound}"
+        (8..=bound).contains(&ok),
+        "admitted {ok}, expected 8..={bound}"
     );
 }
 
