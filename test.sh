@@ -129,9 +129,12 @@ step "fuzz targets compile (run them with cargo fuzz; see README)"
 step "tollgate validate examples/*.toml"
 for f in examples/*.toml; do ./target/debug/tollgate validate "$f"; done
 
+step "load client unit tests (loadtest/client, its own workspace)"
+(cd loadtest/client && cargo test --quiet)
+
 if ((quick == 0)); then
     step "load-test driver smoke run (1 round, 2 s; figures are not meaningful here)"
-    loadtest/run --rounds 1 --duration 2 --connections 16 --no-install mock proxy h2tls
+    loadtest/run --quick --no-install
 fi
 
 step "all tests passed"
