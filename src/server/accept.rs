@@ -61,7 +61,9 @@ pub async fn serve(ctx: Rc<CoreCtx>, stream: TcpStream, kind: ListenerKind) {
     let peer = stream.peer_addr().ok();
     match kind {
         ListenerKind::Plain => plain(ctx, stream, peer).await,
-        ListenerKind::Tls(i) => tls(ctx, stream, peer, i).await,
+        // Boxed: the TLS and HTTP/2 state machines are large, and every connection's task is as
+        // big as its largest state; plain HTTP/1.1 connections should not pay for them.
+        ListenerKind::Tls(i) => Box::pin(tls(ctx, stream, peer, i)).await,
     }
 }
 
@@ -104,7 +106,7 @@ async fn plain(ctx: Rc<CoreCtx>, stream: TcpStream, peer: Option<SocketAddr>) {
     };
     ctx.metrics.borrow_mut().connection_protocol(h2, None);
     if h2 {
-        crate::http2::serve(ctx, down, info).await;
+        Box::pin(crate::http2::serve(ctx, down, info)).await;
     } else {
         super::conn::serve(ctx, down, info).await;
     }
@@ -141,8 +143,9 @@ async fn tls(ctx: Rc<CoreCtx>, stream: TcpStream, peer: Option<SocketAddr>, i: u
     };
     ctx.metrics.borrow_mut().connection_protocol(h2, info.tls);
     if h2 {
-        crate::http2::serve(ctx, down, info).await;
+        Box::pin(crate::http2::serve(ctx, down, info)).await;
     } else {
         super::conn::serve(ctx, down, info).await;
     }
 }
+
