@@ -38,6 +38,11 @@ use super::core::{CoreCtx, CoreSnapshot};
 use super::decide::{ReqHeaders, RequestView, RouteRef};
 use super::respond::{Meta, common_headers};
 
+// Entry head layout. `Entry::head` is the response path's to fill; here it is the status line
+// (`HTTP/1.1 200 OK\r\n`), the replayed header lines, then `content-length` (not for 204/304):
+// the whole head of an HTTP/1.1 hit but for what changes per response, so a hit copies it in
+// one piece. HTTP/2 reads the header lines after the first (`hit_headers`).
+
 /// Indices into `CACHE_RESULTS` of the results the shard does not count itself.
 pub const RESULT_PASS: usize = 3;
 pub const RESULT_INVALIDATED: usize = 4;
@@ -162,6 +167,7 @@ pub fn step(
                 route,
                 method,
                 store: None,
+                body_len: 0,
             })
         };
         let mut shard = ctx.cache.borrow_mut();
@@ -232,8 +238,11 @@ pub struct Fill {
     route: RouteRef,
     /// The request's method (never HEAD: a HEAD never fills).
     method: Method,
-    /// Set by a storable response head: status, replayed header lines, TTL.
+    /// Set by a storable response head: status, the entry head so far (status line, replayed
+    /// header lines), TTL.
     store: Option<(u16, Vec<u8>, Duration)>,
+    /// Body bytes collected so far (for the entry's `content-length`).
+    body_len: u64,
 }
 
 impl Fill {
@@ -256,7 +265,7 @@ impl Fill {
         };
         match verdict {
             Cacheability::Store { ttl } => {
-                self.store = Some((status, replay_head(headers), ttl));
+                self.store = Some((status, entry_head(status, headers), ttl));
                 self.ticket = Some(ticket);
             }
             Cacheability::Skip(_) => {
@@ -288,6 +297,7 @@ impl Fill {
         let Some(t) = self.ticket.as_mut() else {
             return;
         };
+        self.body_len += chunk.len() as u64;
         if !t.collect(chunk)
             && let Some(t) = self.ticket.take()
         {
@@ -307,7 +317,10 @@ impl Fill {
         let now = ctx.timers.now();
         let mut shard = ctx.cache.borrow_mut();
         match self.store.take() {
-            Some((status, head, ttl)) if ok => {
+            Some((status, mut head, ttl)) if ok => {
+                if !bodiless(status) {
+                    encode::header_u64(&mut head, b"content-length", self.body_len);
+                }
                 shard.complete(ticket, status, head, ttl, now);
             }
             _ => shard.abort(ticket, AbortReason::Failed, now),
@@ -315,11 +328,13 @@ impl Fill {
     }
 }
 
-/// The backend's header lines kept for replay, pre-encoded (`name: value\r\n`): end-to-end
-/// headers but those every hit writes fresh (`replay_header`) and `age`.
-fn replay_head(headers: &[httparse::Header<'_>]) -> Vec<u8> {
+/// The start of an entry's head: the status line, then the backend's header lines kept for
+/// replay (`name: value\r\n`): end-to-end headers but those every hit writes fresh
+/// (`replay_header`) and `age`. `Fill::finish` adds `content-length`.
+fn entry_head(status: u16, headers: &[httparse::Header<'_>]) -> Vec<u8> {
     let connection = http1::header_value(headers, "connection").unwrap_or(b"");
     let mut out = Vec::with_capacity(256);
+    encode::status_line(&mut out, status);
     for h in headers {
         let name = h.name.as_bytes();
         if !replay_header(h.name)
@@ -339,8 +354,9 @@ fn bodiless(status: u16) -> bool {
     status == 204 || status == 304
 }
 
-/// An HTTP/1.1 response from a cache entry: its status and replayed headers, a fresh
-/// `content-length`, `age`, `x-cache: Hit`, the common headers, and the body (not for HEAD).
+/// An HTTP/1.1 response from a cache entry: its status line, replayed headers and
+/// `content-length` (the entry's head), `x-cache: Hit`, `age`, the common headers, and the body
+/// (not for HEAD).
 pub fn write_hit(
     out: &mut Vec<u8>,
     e: &Entry,
@@ -349,41 +365,33 @@ pub fn write_hit(
     warn: bool,
     is_head: bool,
 ) {
-    encode::status_line(out, e.status);
     out.extend_from_slice(&e.head);
-    let bodiless = bodiless(e.status);
-    if !bodiless {
-        encode::header_u64(out, b"content-length", e.body.len() as u64);
-    }
-    encode::header_u64(out, b"age", e.age(now).as_secs());
-    encode::header(out, b"x-cache", b"Hit");
+    out.extend_from_slice(b"x-cache: Hit\r\nage: ");
+    let mut age = itoa::Buffer::new();
+    out.extend_from_slice(age.format(e.age(now).as_secs()).as_bytes());
+    out.extend_from_slice(b"\r\n");
     if warn {
         warning(out);
     }
     common_headers(out, meta);
     encode::end_head(out);
-    if !is_head && !bodiless {
+    if !is_head && !bodiless(e.status) {
         out.extend_from_slice(&e.body);
     }
 }
 
-/// The entry's replayed header lines as `(name, value)`, then `content-length`, `age`,
+/// The entry's replayed header lines and `content-length` as `(name, value)`, then `age`,
 /// `x-cache: Hit` and the warning if `warn` (for HTTP/2, which has no header bytes to copy).
 pub fn hit_headers(
     e: &Entry,
     now: Instant,
     warn: bool,
 ) -> impl Iterator<Item = (&[u8], Vec<u8>)> + '_ {
-    let replayed = e.head.split(|&b| b == b'\n').filter_map(|line| {
+    // The first line is the status line.
+    let replayed = e.head.split(|&b| b == b'\n').skip(1).filter_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let colon = memchr::memchr(b':', line)?;
         Some((&line[..colon], line[colon + 1..].trim_ascii().to_vec()))
-    });
-    let length = (!bodiless(e.status)).then(|| {
-        (
-            &b"content-length"[..],
-            e.body.len().to_string().into_bytes(),
-        )
     });
     let ours = [
         Some((&b"age"[..], e.age(now).as_secs().to_string().into_bytes())),
@@ -393,7 +401,7 @@ pub fn hit_headers(
             (n.as_bytes(), v.as_bytes().to_vec())
         }),
     ];
-    replayed.chain(length).chain(ours.into_iter().flatten())
+    replayed.chain(ours.into_iter().flatten())
 }
 
 /// Runs `f` with the headers as httparse's slice: as they are for HTTP/1.1; for an
@@ -449,28 +457,36 @@ mod tests {
     }
 
     #[test]
-    fn replayed_head_keeps_end_to_end_headers_only() {
-        let head = replay_head(&[
-            h("Content-Type", "text/plain"),
-            h("Content-Length", "5"),
-            h("Connection", "x-hop"),
-            h("x-hop", "1"),
-            h("Date", "yesterday"),
-            h("Age", "3"),
-            h("ETag", "\"v1\""),
-            h("Transfer-Encoding", "chunked"),
-            h("x-request-id", "theirs"),
-        ]);
+    fn entry_head_keeps_end_to_end_headers_only() {
+        let head = entry_head(
+            200,
+            &[
+                h("Content-Type", "text/plain"),
+                h("Content-Length", "5"),
+                h("Connection", "x-hop"),
+                h("x-hop", "1"),
+                h("Date", "yesterday"),
+                h("Age", "3"),
+                h("ETag", "\"v1\""),
+                h("Transfer-Encoding", "chunked"),
+                h("x-request-id", "theirs"),
+            ],
+        );
         assert_eq!(
             String::from_utf8(head).unwrap(),
-            "Content-Type: text/plain\r\nETag: \"v1\"\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: \"v1\"\r\n"
         );
     }
 
     #[test]
     fn hit_renders_fresh_headers_and_the_body() {
         let t0 = Instant::now();
-        let e = entry(200, b"content-type: text/plain\r\n", b"hello", t0);
+        let e = entry(
+            200,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n",
+            b"hello",
+            t0,
+        );
         let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
         let id = RequestId::new(b"rid");
         let meta = Meta {
@@ -491,8 +507,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nage: 2\r\n\
-             x-cache: Hit\r\nwarning: 199 tollgate \"cache invalidation not authorized; served from cache\"\r\n\
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\
+             x-cache: Hit\r\nage: 2\r\nwarning: 199 tollgate \"cache invalidation not authorized; served from cache\"\r\n\
              date: Sun, 06 Nov 1994 08:49:37 GMT\r\nx-request-id: rid\r\n\r\nhello"
         );
         let mut out = Vec::new();
@@ -505,7 +521,12 @@ mod tests {
     #[test]
     fn hit_headers_for_http2() {
         let t0 = Instant::now();
-        let e = entry(200, b"content-type: a/b\r\netag: x\r\n", b"abc", t0);
+        let e = entry(
+            200,
+            b"HTTP/1.1 200 OK\r\ncontent-type: a/b\r\netag: x\r\ncontent-length: 3\r\n",
+            b"abc",
+            t0,
+        );
         let got: Vec<(String, String)> = hit_headers(&e, t0, false)
             .map(|(n, v)| {
                 (
@@ -525,7 +546,7 @@ mod tests {
             got,
             want.map(|(n, v)| (n.to_string(), v.to_string())).to_vec()
         );
-        let e = entry(204, b"", b"", t0);
+        let e = entry(204, b"HTTP/1.1 204 No Content\r\n", b"", t0);
         assert!(hit_headers(&e, t0, true).all(|(n, _)| n != b"content-length"));
         assert!(hit_headers(&e, t0, true).any(|(n, _)| n == b"warning"));
     }
