@@ -529,3 +529,50 @@ fn http2_clients_fill_and_hit_the_same_cache() {
     assert_eq!(fetch(&gw, "/prod/two", &[]).header("x-cache"), Some("Hit"));
     assert_eq!(calls(&backend), 1);
 }
+
+#[test]
+fn http2_backends_fill_the_cache_too() {
+    let backend = tls_common::h2_backend(None);
+    let gw = Gateway::start(&config(&format!(
+        r#"
+[[api]]
+name = "up"
+
+[[api.route]]
+key = "GET /{{proxy+}}"
+integration = {{ type = "http_proxy", uri = "http://{backend}/{{proxy}}", upstream_protocol = "h2" }}
+
+[[api.stage]]
+name = "s"
+cache = {{ enabled = true }}
+"#
+    )));
+    // An HTTP/1.1 client: the miss streams from the HTTP/2 backend and fills.
+    let miss = fetch(&gw, "/s/one", &[]);
+    assert_eq!(miss.header("x-cache"), Some("Miss"), "{}", miss.text());
+    assert_eq!(miss.text(), "h2 backend: GET /one proto=http body=0");
+    let hit = fetch(&gw, "/s/one", &[]);
+    assert_eq!(hit.header("x-cache"), Some("Hit"));
+    assert_eq!(hit.text(), miss.text());
+    // An HTTP/2 client, to an HTTP/2 backend.
+    let addr = gw.addr;
+    let rs = tls_common::block_on(async move {
+        let mut s = tls_common::h2c(addr).await;
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            out.push(
+                tls_common::h2_request(&mut s, "GET", "http://localhost/s/two", &[], b"")
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    });
+    assert_eq!(rs[0].header("x-cache"), Some("Miss"));
+    assert_eq!(rs[1].header("x-cache"), Some("Hit"));
+    assert_eq!(rs[1].text(), "h2 backend: GET /two proto=http body=0");
+    assert_eq!(
+        rs[1].header("content-length"),
+        Some(rs[1].body.len().to_string().as_str())
+    );
+}
