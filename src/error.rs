@@ -22,6 +22,8 @@ pub enum Side {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
+    /// A cache invalidation (`Cache-Control: max-age=0`) the caller may not make.
+    Forbidden,
     NotFound,
     RequestTimeout,
     PayloadTooLarge,
@@ -41,6 +43,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
@@ -61,6 +64,7 @@ impl ErrorKind {
     pub fn body(self) -> &'static [u8] {
         match self {
             ErrorKind::BadRequest => br#"{"message":"Bad Request"}"#,
+            ErrorKind::Forbidden => br#"{"message":"Forbidden"}"#,
             ErrorKind::NotFound => br#"{"message":"Not Found"}"#,
             ErrorKind::RequestTimeout => br#"{"message":"Request Timeout"}"#,
             ErrorKind::PayloadTooLarge => br#"{"message":"Request Entity Too Large"}"#,

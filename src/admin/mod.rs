@@ -1,10 +1,11 @@
 //! The admin listener (loopback by default): `GET /healthz`, `GET /readyz`, `GET /metrics`,
-//! `POST /reload`, and the WebSocket management API `POST`/`GET`/`DELETE /@connections/{id}`.
+//! `POST /reload`, `DELETE /cache/{api}/{stage}` (flush a stage's response cache on every
+//! core), and the WebSocket management API `POST`/`GET`/`DELETE /@connections/{id}`.
 //! It runs on its own small thread, off the data cores, one short-lived thread per admin
 //! connection; it reaches the cores only through the control thread.
 //!
-//! When `admin.token` is set, `POST` endpoints and every `/@connections` request require
-//! `Authorization: Bearer <token>`.
+//! When `admin.token` is set, `POST` endpoints, cache flushes and every `/@connections` request
+//! require `Authorization: Bearer <token>`.
 //! With `admin.debug_endpoints = true` (tests only), `POST /debug/stall?core=N&ms=M` blocks a
 //! core's thread for M ms, as a stuck event loop would (to test the systemd watchdog).
 
@@ -156,6 +157,15 @@ fn route(
         }
         return connections(method, id, body, control);
     }
+    if let Some(rest) = path.strip_prefix("/cache/") {
+        if method != "DELETE" {
+            return json(405, r#"{"message":"Method Not Allowed"}"#);
+        }
+        if !authorized(auth, shared) {
+            return json(401, r#"{"message":"Unauthorized"}"#);
+        }
+        return flush_cache(rest, control);
+    }
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => json(200, r#"{"status":"ok"}"#),
         ("GET" | "HEAD", "/readyz") => {
@@ -222,6 +232,36 @@ fn route(
             json(405, r#"{"message":"Method Not Allowed"}"#)
         }
         _ => json(404, r#"{"message":"Not Found"}"#),
+    }
+}
+
+/// `DELETE /cache/{api}/{stage}` (`rest` is `{api}/{stage}`): answered once every core has
+/// dropped the stage's entries.
+fn flush_cache(rest: &str, control: &Sender<AdminRequest>) -> Answer {
+    let Some((api, stage)) = rest.split_once('/') else {
+        return json(404, r#"{"message":"Not Found"}"#);
+    };
+    // `$default` may come percent-encoded.
+    let stage = stage.replace("%24", "$");
+    if api.is_empty() || stage.is_empty() || stage.contains('/') {
+        return json(404, r#"{"message":"Not Found"}"#);
+    }
+    let (tx, rx) = bounded(1);
+    let req = AdminRequest::CacheFlush {
+        api: api.to_string(),
+        stage: stage.clone(),
+        reply: tx,
+    };
+    if control.send(req).is_err() {
+        return json(503, r#"{"message":"Service Unavailable"}"#);
+    }
+    match rx.recv_timeout(ADMIN_ANSWER_TIMEOUT) {
+        Ok(true) => json(
+            200,
+            &serde_json::json!({"status": "flushed", "api": api, "stage": stage}).to_string(),
+        ),
+        Ok(false) => json(404, r#"{"message":"no such API or stage"}"#),
+        Err(_) => json(503, r#"{"message":"Service Unavailable"}"#),
     }
 }
 
@@ -295,6 +335,45 @@ mod tests {
         assert_eq!(
             route("GET", "/readyz?verbose", None, b"", &tx, &shared).0,
             200
+        );
+    }
+
+    #[test]
+    fn cache_flush_paths() {
+        let (tx, rx) = bounded(4);
+        let shared = AdminShared::default();
+        assert_eq!(route("GET", "/cache/a/b", None, b"", &tx, &shared).0, 405);
+        assert_eq!(route("DELETE", "/cache/a", None, b"", &tx, &shared).0, 404);
+        assert_eq!(
+            route("DELETE", "/cache/a/b/c", None, b"", &tx, &shared).0,
+            404
+        );
+        assert!(rx.is_empty());
+        let answer = std::thread::spawn(move || {
+            for want in [true, false] {
+                let Ok(AdminRequest::CacheFlush { api, stage, reply }) = rx.recv() else {
+                    panic!("expected a cache flush")
+                };
+                assert_eq!((api.as_str(), stage.as_str()), ("shop", "$default"));
+                reply.send(want).unwrap();
+            }
+        });
+        let ok = route("DELETE", "/cache/shop/%24default", None, b"", &tx, &shared);
+        assert_eq!(ok.0, 200, "{}", ok.2);
+        assert!(ok.2.contains("flushed"));
+        assert_eq!(
+            route("DELETE", "/cache/shop/$default", None, b"", &tx, &shared).0,
+            404
+        );
+        answer.join().unwrap();
+        *lock(&shared.token) = Some("t".into());
+        assert_eq!(
+            route("DELETE", "/cache/a/b", None, b"", &tx, &shared).0,
+            401
+        );
+        assert_eq!(
+            route("DELETE", "/cache/a/b", Some(b"Bearer x"), b"", &tx, &shared).0,
+            401
         );
     }
 

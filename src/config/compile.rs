@@ -5,9 +5,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
+use crate::cache::{CacheConfig, RoutePolicy, StageId};
 use crate::ratelimit::{Limit, LimitId, LimitTable, Nanos, Reconciler};
 use crate::router::{ApiSpec, Params, RouteKey, Router};
-use crate::telemetry::metrics::route_labels;
+use crate::telemetry::metrics::{route_labels, stage_labels};
 
 use super::template::{Part, Template};
 use super::{Config, ConfigError, IntegrationConfig, Protocol, ServerConfig, Throttle};
@@ -29,6 +30,60 @@ pub struct Snapshot {
     pub limit_table: LimitTable,
     /// One per `server.tls` listener, in config order (certificates loaded and checked).
     pub tls: Vec<Arc<rustls::ServerConfig>>,
+    /// Every stage with at least one cached route: what each core's `CacheShard` is configured
+    /// with, and the metric labels of its cache series.
+    pub cache_stages: Vec<CacheStage>,
+}
+
+/// A stage whose responses may be cached.
+#[derive(Debug)]
+pub struct CacheStage {
+    pub id: StageId,
+    /// `api="..",stage=".."`, escaped for Prometheus.
+    pub labels: Arc<str>,
+    pub config: CacheConfig,
+}
+
+impl CacheStage {
+    /// `(stage, per-core budget)` of every cached stage, for `CacheShard::configure`.
+    pub fn budgets(stages: &[CacheStage], cores: usize) -> Vec<(StageId, u64)> {
+        stages
+            .iter()
+            .map(|s| (s.id, s.config.core_budget_bytes(cores)))
+            .collect()
+    }
+}
+
+/// A cached route's policy and who may invalidate its entries.
+#[derive(Debug)]
+pub struct RouteCache {
+    pub policy: RoutePolicy,
+    /// `cache.invalidation_token` of the stage.
+    pub invalidation_token: Option<Box<[u8]>>,
+}
+
+impl RouteCache {
+    /// Whether the request's caller may invalidate this stage's cache (`Cache-Control:
+    /// max-age=0`). For now: `Authorization: Bearer <invalidation_token>`. Authorizers will
+    /// plug in here: a principal they allowed (`cache.invalidators`) answers `true` as well.
+    pub fn authorizes(&self, headers: &[httparse::Header<'_>]) -> bool {
+        let Some(token) = &self.invalidation_token else {
+            return false;
+        };
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .any(|h| {
+                h.value
+                    .strip_prefix(b"Bearer ")
+                    .is_some_and(|v| constant_time_eq(v, token))
+            })
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Snapshot {
@@ -114,6 +169,9 @@ pub struct CompiledRoute {
     pub throttles: Vec<(String, Throttle, u8)>,
     /// `throttles`' ids in the control thread's reconciler; filled by `attach_limits`.
     pub limit_ids: Vec<LimitId>,
+    /// `Some` when the route's responses are cached (an `http_proxy` route with caching
+    /// enabled by its stage or its `route_cache` entry, TTL above 0).
+    pub cache: Option<Box<RouteCache>>,
 }
 
 #[derive(Debug)]
@@ -292,6 +350,9 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     };
 
     let mut route_labels = Vec::new();
+    let mut cache_stages = Vec::new();
+    let mut stage_ids: std::collections::HashMap<StageId, (&str, &str)> =
+        std::collections::HashMap::new();
     let mut apis = Vec::with_capacity(config.apis.len());
     for api in &config.apis {
         let mut stages = Vec::with_capacity(api.stages.len());
@@ -311,6 +372,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                                 // `route_throttle` on "$connect"), as requests do.
                                 throttles: route_throttles(&config, api, stage, "$connect"),
                                 limit_ids: Vec::new(),
+                                cache: None,
                             }],
                         });
                     }
@@ -321,6 +383,15 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                 }
                 continue;
             }
+            let stage_id = StageId::new(&api.name, &stage.name);
+            if let Some(other) = stage_ids.insert(stage_id, (&api.name, &stage.name)) {
+                // A 64-bit collision: improbable, but two stages must never share entries.
+                errors.push(whole(format!(
+                    "api {} stage {} and api {} stage {} have the same cache id; rename one",
+                    other.0, other.1, api.name, stage.name
+                )));
+            }
+            let mut stage_cached = false;
             let mut routes = Vec::with_capacity(api.routes.len());
             for route in &api.routes {
                 let names = route.key.param_names();
@@ -385,6 +456,11 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                 };
                 route_labels.push(route_labels_for(&api.name, &stage.name, &route.key_text));
                 let throttles = route_throttles(&config, api, stage, &route.key_text);
+                let cache = match integration {
+                    CompiledIntegration::HttpProxy(_) => route_cache(stage_id, stage, route),
+                    _ => None,
+                };
+                stage_cached |= cache.is_some();
                 routes.push(CompiledRoute {
                     key: route.key_text.clone(),
                     body_bytes_max: route.body_bytes_max.unwrap_or(config.server.body_bytes_max),
@@ -392,6 +468,14 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
                     integration,
                     throttles,
                     limit_ids: Vec::new(),
+                    cache,
+                });
+            }
+            if stage_cached {
+                cache_stages.push(CacheStage {
+                    id: stage_id,
+                    labels: stage_labels(&api.name, &stage.name),
+                    config: stage.cache.clone(),
                 });
             }
             stages.push(StageRoutes {
@@ -416,6 +500,7 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
             generation,
             limit_table: LimitTable::default(),
             tls,
+            cache_stages,
         }),
         _ => Err(errors),
     }
@@ -440,6 +525,30 @@ pub(crate) fn route_throttles(
         ));
     }
     throttles
+}
+
+/// The cache policy of an `http_proxy` route: the stage's settings with the route's
+/// `route_cache` entry applied; `None` when that leaves caching off.
+fn route_cache(
+    stage_id: StageId,
+    stage: &super::StageConfig,
+    route: &super::RouteConfig,
+) -> Option<Box<RouteCache>> {
+    let over = stage
+        .route_cache
+        .iter()
+        .find(|(k, _)| *k == route.key_text)
+        .map(|(_, o)| o);
+    let policy = RoutePolicy::resolve(stage_id, &stage.cache, over);
+    policy.enabled.then(|| {
+        Box::new(RouteCache {
+            policy,
+            invalidation_token: stage
+                .cache_invalidation_token
+                .as_ref()
+                .map(|t| t.as_bytes().into()),
+        })
+    })
 }
 
 /// Each TLS listener's rustls config; certificate and key files are read here, so a broken one
@@ -697,6 +806,52 @@ mod tests {
         assert_eq!(m.status, 200);
         assert_eq!(snap.route_labels.len(), 2);
         assert_eq!(snap.unmatched_metric_id(), 1);
+    }
+
+    #[test]
+    fn cache_policies_compile_per_route_and_stage() {
+        let snap = parse_compile(&format!(
+            "{BASE}[[api]]\nname = \"a\"\n\
+             [[api.route]]\nkey = \"GET /x\"\nintegration = {{ type = \"http_proxy\", uri = \"http://127.0.0.1:9/x\" }}\n\
+             [[api.route]]\nkey = \"GET /live\"\nintegration = {{ type = \"http_proxy\", uri = \"http://127.0.0.1:9/l\" }}\n\
+             [[api.route]]\nkey = \"GET /m\"\nintegration = {{ type = \"mock\" }}\n\
+             [[api.stage]]\nname = \"on\"\n\
+             cache = {{ enabled = true, capacity_mb = 8, invalidation_token = \"t\" }}\n\
+             route_cache = {{ \"GET /x\" = {{ ttl_s = 30 }}, \"GET /live\" = {{ enabled = false }} }}\n\
+             [[api.stage]]\nname = \"off\"\n\
+             [[api.stage]]\nname = \"one\"\nroute_cache = {{ \"GET /x\" = {{ enabled = true }} }}\n"
+        ));
+        let routes = |stage: usize| &snap.apis[0].stages[stage].routes;
+        let on = routes(0);
+        let x = on[0].cache.as_ref().expect("GET /x is cached");
+        assert_eq!(x.policy.ttl, std::time::Duration::from_secs(30));
+        assert_eq!(x.policy.stage, StageId::new("a", "on"));
+        assert_eq!(x.invalidation_token.as_deref(), Some(&b"t"[..]));
+        assert!(on[1].cache.is_none(), "route_cache enabled = false");
+        assert!(on[2].cache.is_none(), "mock routes are never cached");
+        assert!(routes(1).iter().all(|r| r.cache.is_none()));
+        assert!(routes(2)[0].cache.is_some(), "a route may opt in alone");
+        let ids: Vec<StageId> = snap.cache_stages.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [StageId::new("a", "on"), StageId::new("a", "one")]);
+        assert_eq!(&*snap.cache_stages[0].labels, "api=\"a\",stage=\"on\"");
+        assert_eq!(
+            CacheStage::budgets(&snap.cache_stages, 2)[0],
+            (StageId::new("a", "on"), 4 * 1024 * 1024)
+        );
+        let h = |name, value: &'static str| httparse::Header {
+            name,
+            value: value.as_bytes(),
+        };
+        assert!(x.authorizes(&[h("Authorization", "Bearer t")]));
+        assert!(!x.authorizes(&[h("authorization", "Bearer x")]));
+        assert!(!x.authorizes(&[h("authorization", "t")]));
+        assert!(
+            !routes(2)[0]
+                .cache
+                .as_ref()
+                .unwrap()
+                .authorizes(&[h("authorization", "Bearer t")])
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cache::{
+    CACHE_CAPACITY_MB_MAX, CACHE_TTL_S_MAX, CacheConfig, RouteCacheOverride, UnauthorizedStrategy,
+};
 use crate::limits::{
     BODY_BYTES_MAX, CONFIG_BYTES_MAX, H2_STREAMS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS,
     HEADERS_CEILING, HEADERS_MAX, INTEGRATION_TIMEOUT_MS, KEEPALIVE_IDLE_TIMEOUT_MS,
@@ -25,7 +28,7 @@ use crate::limits::{
     WS_CONNECTION_AGE_MAX_MS, WS_FRAME_BYTES_MAX, WS_IDLE_TIMEOUT_MS, WS_MESSAGE_BYTES_MAX,
     WS_PAYLOAD_BYTES_CEILING, WS_PING_INTERVAL_MS,
 };
-use crate::router::RouteKey;
+use crate::router::{Method, RouteKey};
 
 use super::model::{
     AccountConfig, AdminConfig, ApiConfig, CertConfig, ClientAuth, Config, IntegrationConfig,
@@ -297,6 +300,35 @@ struct RawStage {
     variables: Option<RawMap>,
     throttle: Option<S<RawThrottle>>,
     route_throttle: Option<S<BTreeMap<S<String>, S<RawThrottle>>>>,
+    cache: Option<S<RawCache>>,
+    route_cache: Option<S<BTreeMap<S<String>, S<RawRouteCache>>>>,
+}
+
+/// `cache = { .. }` of a stage.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    enabled: Option<S<bool>>,
+    ttl_s: Option<S<i64>>,
+    capacity_mb: Option<S<i64>>,
+    key_query: Option<S<Vec<S<String>>>>,
+    key_headers: Option<S<Vec<S<String>>>>,
+    require_authorization: Option<S<bool>>,
+    unauthorized_strategy: Option<S<String>>,
+    statuses: Option<S<Vec<S<i64>>>>,
+    invalidation_token: Option<S<String>>,
+}
+
+/// One value of `route_cache = { "GET /x" = { .. } }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteCache {
+    enabled: Option<S<bool>>,
+    ttl_s: Option<S<i64>>,
+    methods: Option<S<Vec<S<String>>>>,
+    key_query: Option<S<Vec<S<String>>>>,
+    key_headers: Option<S<Vec<S<String>>>>,
+    statuses: Option<S<Vec<S<i64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -920,6 +952,7 @@ fn api(errs: &mut Errors, raw: &S<RawApi>) -> ApiConfig {
     let mut stages = stages;
     for (stage, raw_stage) in stages.iter_mut().zip(&r.stage) {
         stage_throttles(errs, stage, raw_stage, &routes, &name, protocol);
+        stage_cache(errs, stage, raw_stage, &routes, &name, protocol);
     }
     ApiConfig {
         name,
@@ -977,6 +1010,9 @@ fn stages(errs: &mut Errors, raw: &[S<RawStage>]) -> Vec<StageConfig> {
             variables: BTreeMap::new(),
             throttle: None,
             route_throttle: Vec::new(),
+            cache: CacheConfig::default(),
+            cache_invalidation_token: None,
+            route_cache: Vec::new(),
         }];
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -1031,6 +1067,9 @@ fn stages(errs: &mut Errors, raw: &[S<RawStage>]) -> Vec<StageConfig> {
             variables,
             throttle: None,
             route_throttle: Vec::new(),
+            cache: CacheConfig::default(),
+            cache_invalidation_token: None,
+            route_cache: Vec::new(),
         });
     }
     out
@@ -1071,6 +1110,214 @@ fn stage_throttles(
             },
         }
     }
+}
+
+/// A stage's `cache` and `route_cache` (whose keys must be `http_proxy` routes of the API).
+fn stage_cache(
+    errs: &mut Errors,
+    stage: &mut StageConfig,
+    raw: &S<RawStage>,
+    routes: &[RouteConfig],
+    api: &str,
+    protocol: Protocol,
+) {
+    let r = raw.get_ref();
+    if protocol == Protocol::Websocket {
+        if let Some(c) = &r.cache {
+            errs.at(
+                c,
+                "cache is for HTTP APIs (a websocket API has no responses to cache)",
+            );
+        }
+        if let Some(c) = &r.route_cache {
+            errs.at(c, "route_cache is for HTTP APIs");
+        }
+        return;
+    }
+    if let Some(raw_cache) = &r.cache {
+        let (cfg, token) = cache_config(errs, raw_cache);
+        stage.cache = cfg;
+        stage.cache_invalidation_token = token;
+    }
+    for (key, raw_over) in r.route_cache.iter().flat_map(|m| m.get_ref()) {
+        let over = route_cache_override(errs, raw_over);
+        let route = match RouteKey::parse(key.get_ref()) {
+            Err(e) => {
+                errs.at(key, format!("route_cache: {e}"));
+                continue;
+            }
+            Ok(k) => routes.iter().find(|route| route.key == k),
+        };
+        match route {
+            None => errs.at(
+                key,
+                format!("route_cache: API {api} has no route {:?}", key.get_ref()),
+            ),
+            Some(route) if !matches!(route.integration, IntegrationConfig::HttpProxy { .. }) => {
+                errs.at(
+                    key,
+                    format!(
+                        "route_cache: route {:?} is not an http_proxy route (only backend responses are cached)",
+                        key.get_ref()
+                    ),
+                )
+            }
+            Some(route) => stage.route_cache.push((route.key_text.clone(), over)),
+        }
+    }
+}
+
+/// `cache = { .. }`: the stage's settings and its invalidation token.
+fn cache_config(errs: &mut Errors, raw: &S<RawCache>) -> (CacheConfig, Option<String>) {
+    let r = raw.get_ref();
+    let d = CacheConfig::default();
+    let unauthorized_strategy = match &r.unauthorized_strategy {
+        None => d.unauthorized_strategy,
+        Some(v) => UnauthorizedStrategy::from_config(v.get_ref()).unwrap_or_else(|| {
+            errs.at(
+                v,
+                format!(
+                    "cache.unauthorized_strategy: expected \"fail_with_403\", \"succeed_with_response_header\" \
+                     or \"succeed_without_response_header\", got {:?}",
+                    v.get_ref()
+                ),
+            );
+            d.unauthorized_strategy
+        }),
+    };
+    let cfg = CacheConfig {
+        enabled: r.enabled.as_ref().map_or(d.enabled, |v| *v.get_ref()),
+        ttl_s: int(
+            errs,
+            r.ttl_s.as_ref(),
+            "cache.ttl_s",
+            0..=i64::from(CACHE_TTL_S_MAX),
+            d.ttl_s,
+        ),
+        capacity_mb: int(
+            errs,
+            r.capacity_mb.as_ref(),
+            "cache.capacity_mb",
+            1..=i64::from(CACHE_CAPACITY_MB_MAX),
+            d.capacity_mb,
+        ),
+        key_query: names(errs, r.key_query.as_ref(), "cache.key_query", false),
+        key_headers: names(errs, r.key_headers.as_ref(), "cache.key_headers", true),
+        require_authorization: r
+            .require_authorization
+            .as_ref()
+            .map_or(d.require_authorization, |v| *v.get_ref()),
+        unauthorized_strategy,
+        statuses: r
+            .statuses
+            .as_ref()
+            .map_or(d.statuses, |v| statuses(errs, v, "cache.statuses")),
+    };
+    // The checks above located each problem; this catches whatever they do not know of.
+    if let Err(e) = cfg.validate() {
+        errs.at(raw, e);
+    }
+    let token = r.invalidation_token.as_ref().and_then(|t| {
+        let v = t.get_ref();
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) {
+            Some(v.clone())
+        } else {
+            errs.at(
+                t,
+                "cache.invalidation_token: expected visible ASCII characters without spaces",
+            );
+            None
+        }
+    });
+    (cfg, token)
+}
+
+/// One `route_cache` value.
+fn route_cache_override(errs: &mut Errors, raw: &S<RawRouteCache>) -> RouteCacheOverride {
+    let r = raw.get_ref();
+    let methods = r.methods.as_ref().map(|ms| {
+        ms.get_ref()
+            .iter()
+            .filter_map(|m| {
+                let method = Method::from_config(m.get_ref());
+                if method.is_none() {
+                    errs.at(
+                        m,
+                        format!("route_cache methods: {:?} is not a method", m.get_ref()),
+                    );
+                }
+                method
+            })
+            .collect()
+    });
+    let over = RouteCacheOverride {
+        enabled: r.enabled.as_ref().map(|v| *v.get_ref()),
+        ttl_s: r.ttl_s.as_ref().map(|v| {
+            int(
+                errs,
+                Some(v),
+                "route_cache ttl_s",
+                0..=i64::from(CACHE_TTL_S_MAX),
+                0,
+            )
+        }),
+        methods,
+        key_query: r
+            .key_query
+            .as_ref()
+            .map(|v| names(errs, Some(v), "route_cache key_query", false)),
+        key_headers: r
+            .key_headers
+            .as_ref()
+            .map(|v| names(errs, Some(v), "route_cache key_headers", true)),
+        statuses: r
+            .statuses
+            .as_ref()
+            .map(|v| statuses(errs, v, "route_cache statuses")),
+    };
+    if let Err(e) = over.validate() {
+        errs.at(raw, e);
+    }
+    over
+}
+
+/// Query parameter (`header = false`) or header names of a cache key, each checked where it is.
+fn names(
+    errs: &mut Errors,
+    raw: Option<&S<Vec<S<String>>>>,
+    what: &str,
+    header: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in raw.iter().flat_map(|v| v.get_ref()) {
+        let v = n.get_ref();
+        let ok = if header {
+            is_token(v)
+        } else {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b > b' ' && b != b'&' && b != b'=' && b < 0x7f)
+        };
+        if ok {
+            out.push(if header {
+                v.to_ascii_lowercase()
+            } else {
+                v.clone()
+            });
+        } else {
+            let kind = if header { "header" } else { "query parameter" };
+            errs.at(n, format!("{what}: {v:?} is not a {kind} name"));
+        }
+    }
+    out
+}
+
+/// Cached statuses: final statuses, 200..=599.
+fn statuses(errs: &mut Errors, raw: &S<Vec<S<i64>>>, what: &str) -> Vec<u16> {
+    raw.get_ref()
+        .iter()
+        .map(|s| int(errs, Some(s), what, 200..=599, 200u16))
+        .collect()
 }
 
 /// What a route's templates may refer to.
@@ -2122,6 +2369,9 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
                 variables: BTreeMap::new(),
                 throttle: None,
                 route_throttle: Vec::new(),
+                cache: CacheConfig::default(),
+                cache_invalidation_token: None,
+                route_cache: Vec::new(),
             }]
         );
         let c = ok(&with_route("{ type = \"http_proxy\", uri = \"http://b\" }"));
@@ -2284,9 +2534,9 @@ variables = { backend = "127.0.0.1:9000" }  # names [A-Za-z0-9_]+, string values
             "unknown field `stats`",
         );
         one_error(
-            &format!("{base}[[api.stage]]\nname = \"p\"\ncache = 1\n"),
+            &format!("{base}[[api.stage]]\nname = \"p\"\ncaching = 1\n"),
             10,
-            "unknown field `cache`",
+            "unknown field `caching`",
         );
     }
 
@@ -2721,6 +2971,100 @@ name = "$default"
                 Part::PathParam("id".into()),
             ]
         );
+    }
+
+    #[test]
+    fn cache_parses_with_defaults_overrides_and_checks() {
+        let base = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[api]]\nname = \"a\"\n\
+                    [[api.route]]\nkey = \"GET /x/{id}\"\n\
+                    integration = { type = \"http_proxy\", uri = \"http://b/{id}\" }\n\
+                    [[api.route]]\nkey = \"GET /live\"\n\
+                    integration = { type = \"http_proxy\", uri = \"http://b/live\" }\n\
+                    [[api.route]]\nkey = \"GET /m\"\nintegration = { type = \"mock\" }\n\
+                    [[api.stage]]\nname = \"prod\"\n";
+        let c = ok(&format!(
+            "{base}cache = {{ enabled = true, ttl_s = 60, capacity_mb = 16, key_query = [\"page\"], \
+             key_headers = [\"Accept-Language\"], unauthorized_strategy = \"fail_with_403\", \
+             invalidation_token = \"s3cret\" }}\n\
+             route_cache = {{ \"GET /x/{{id}}\" = {{ ttl_s = 30, methods = [\"GET\", \"POST\"] }}, \
+             \"GET /live\" = {{ enabled = false }} }}\n"
+        ));
+        let stage = &c.apis[0].stages[0];
+        assert_eq!(
+            stage.cache,
+            CacheConfig {
+                enabled: true,
+                ttl_s: 60,
+                capacity_mb: 16,
+                key_query: vec!["page".into()],
+                key_headers: vec!["accept-language".into()],
+                require_authorization: true,
+                unauthorized_strategy: UnauthorizedStrategy::FailWith403,
+                statuses: vec![200],
+            }
+        );
+        assert_eq!(stage.cache_invalidation_token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            stage.route_cache,
+            vec![
+                (
+                    "GET /live".to_string(),
+                    RouteCacheOverride {
+                        enabled: Some(false),
+                        ..Default::default()
+                    }
+                ),
+                (
+                    "GET /x/{id}".to_string(),
+                    RouteCacheOverride {
+                        ttl_s: Some(30),
+                        methods: Some(vec![Method::Get, Method::Post]),
+                        ..Default::default()
+                    }
+                ),
+            ]
+        );
+        // Absent: off, with the documented defaults.
+        let c = ok(base);
+        assert_eq!(c.apis[0].stages[0].cache, CacheConfig::default());
+
+        let bad = format!(
+            "{base}cache = {{ ttl_s = 3601, capacity_mb = 0, key_query = [\"a=b\"], \
+             key_headers = [\"bad header\"], statuses = [101], unauthorized_strategy = \"deny\", \
+             invalidation_token = \"has space\" }}\n\
+             route_cache = {{ \"GET /nope\" = {{ ttl_s = 1 }}, \"GET /m\" = {{ ttl_s = 1 }}, \
+             \"GET /live\" = {{ methods = [\"HEAD\"] }}, \"GET /x/{{id}}\" = {{ methods = [\"FETCH\"] }} }}\n"
+        );
+        let errs = parse(&bad).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for (i, want) in [
+            "cache.ttl_s: expected 0..=3600, got 3601",
+            "cache.capacity_mb: expected 1..=65536, got 0",
+            "cache.key_query: \"a=b\" is not a query parameter name",
+            "cache.key_headers: \"bad header\" is not a header name",
+            "cache.statuses: expected 200..=599, got 101",
+            "cache.unauthorized_strategy: expected",
+            "cache.invalidation_token: expected visible ASCII",
+            "route_cache: API a has no route \"GET /nope\"",
+            "route_cache: route \"GET /m\" is not an http_proxy route",
+            "HEAD is served from GET entries",
+            "route_cache methods: \"FETCH\" is not a method",
+        ]
+        .iter()
+        .enumerate()
+        {
+            // `cache` is on line 16, `route_cache` on line 17.
+            let line = if i < 7 { "line 16," } else { "line 17," };
+            assert!(
+                text.iter().any(|e| e.starts_with(line) && e.contains(want)),
+                "{want:?} not in {text:#?}"
+            );
+        }
+        assert_eq!(text.len(), 11, "{text:#?}");
+        let ws = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[api]]\nname = \"w\"\nprotocol = \"websocket\"\n\
+                  [[api.route]]\nkey = \"$default\"\nintegration = { type = \"mock\", echo = true }\n\
+                  [[api.stage]]\nname = \"p\"\ncache = { enabled = true }\n";
+        one_error(ws, 11, "cache is for HTTP APIs");
     }
 
     #[test]

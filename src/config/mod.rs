@@ -9,8 +9,8 @@ mod model;
 pub mod template;
 
 pub use compile::{
-    CompiledApi, CompiledIntegration, CompiledRoute, MockResponse, ProxyTarget, Rendered, Snapshot,
-    StageRoutes, compile,
+    CacheStage, CompiledApi, CompiledIntegration, CompiledRoute, MockResponse, ProxyTarget,
+    Rendered, RouteCache, Snapshot, StageRoutes, compile,
 };
 pub use load::{ConfigError, load, parse};
 pub use model::*;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::cache::{CacheConfig, RouteCacheOverride};
 use crate::router::RouteKey;
 
 use super::template::Template;
@@ -243,4 +244,12 @@ pub struct StageConfig {
     pub throttle: Option<Throttle>,
     /// `route_throttle`: per-route limits, keyed by the route key as written in the route.
     pub route_throttle: Vec<(String, Throttle)>,
+    /// `cache`: the stage's response cache (`CacheConfig::validate` holds; disabled when absent).
+    pub cache: CacheConfig,
+    /// `cache.invalidation_token`: who may invalidate with `Cache-Control: max-age=0` (sent as
+    /// `Authorization: Bearer <token>`). Visible ASCII, no space. `None`: nobody is authorized.
+    pub cache_invalidation_token: Option<String>,
+    /// `route_cache`: per-route overrides (each `validate`s), keyed by the route key as written
+    /// in the route; only `http_proxy` routes.
+    pub route_cache: Vec<(String, RouteCacheOverride)>,
 }

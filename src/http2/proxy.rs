@@ -5,6 +5,8 @@
 //! when no `content-length` was given, with the client's trailers), the response body streamed
 //! back within the client's window.
 //!
+//! A cached route's miss fills the cache as the response streams (`CacheCx`).
+//!
 //! Failures before the response head went out are the same JSON errors as for HTTP/1.1 (502,
 //! 504, 413, 400); after it, the stream is reset (`INTERNAL_ERROR`). A stale pooled connection
 //! is retried once, only for idempotent requests without a body.
@@ -16,6 +18,7 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::header::{CONTENT_LENGTH, COOKIE, HOST, HeaderName, HeaderValue};
 
+use crate::cache::INVALIDATION_IGNORED_HEADER;
 use crate::config::ProxyTarget;
 use crate::error::ErrorKind;
 use crate::http1::{self, BodyDecoder, Framing, HeadLimits, encode};
@@ -25,6 +28,7 @@ use crate::integration::http_proxy::{
 use crate::integration::pool::UpstreamConn;
 use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
+use crate::server::cache::{CacheTag, Fill};
 use crate::server::downstream::{ReadError, compact};
 
 use super::stream::{Ctx, head, send_data, send_error, suppressed};
@@ -47,6 +51,31 @@ struct Head {
     resp: http::Response<()>,
 }
 
+/// What a forwarded stream does with the response cache.
+pub(super) struct CacheCx<'f> {
+    /// A miss being filled: told of the response head and every body chunk (the caller
+    /// finishes it).
+    pub fill: Option<&'f mut Fill>,
+    /// The cache headers the response gets.
+    pub tag: CacheTag,
+}
+
+impl CacheCx<'_> {
+    /// Adds the tag's headers to a response head.
+    pub(super) fn tag_headers(&self, map: &mut http::HeaderMap) {
+        if self.tag.miss {
+            map.insert(
+                HeaderName::from_static("x-cache"),
+                HeaderValue::from_static("Miss"),
+            );
+        }
+        if self.tag.warn {
+            let (n, v) = INVALIDATION_IGNORED_HEADER;
+            map.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+    }
+}
+
 /// Forwards the request and answers the stream. `Ok(status)`: a response (the backend's or an
 /// error) was sent; `Err(why)`: the stream was cut (client gone, or the backend failed after
 /// the response started).
@@ -60,6 +89,7 @@ pub(super) async fn forward(
     path: &str,
     params: &Params,
     body_limit: u64,
+    mut cx: CacheCx<'_>,
 ) -> Result<u16, String> {
     let ctx = sx.ctx;
     let (connect_timeout, limits) = {
@@ -97,6 +127,7 @@ pub(super) async fn forward(
             target,
             body_limit,
             connect_timeout,
+            cx,
         )
         .await;
     }
@@ -114,7 +145,7 @@ pub(super) async fn forward(
                 let pooled = up.uses > 0;
                 let r = exchange(sx, &mut up, &req, &mut body, framing, body_limit, deadline).await;
                 match r {
-                    Ok(()) => match read_head(sx, &mut up, &limits, deadline).await {
+                    Ok(()) => match read_head(sx, &mut up, &limits, deadline, &mut cx).await {
                         Ok(h) => Ok((up, h)),
                         Err(e) => Err((pooled, e)),
                     },
@@ -139,7 +170,7 @@ pub(super) async fn forward(
             Err((_, Attempt::Fail(f))) => return answer_failure(sx, &mut respond, f),
         }
     };
-    relay(sx, respond, up, head, target.timeout_ms).await
+    relay(sx, respond, up, head, target.timeout_ms, cx).await
 }
 
 /// The backend request head.
@@ -292,6 +323,7 @@ async fn read_head(
     up: &mut UpstreamConn,
     limits: &HeadLimits,
     deadline: Instant,
+    cx: &mut CacheCx<'_>,
 ) -> Result<Head, Attempt> {
     let mut seen_any = false;
     loop {
@@ -312,7 +344,14 @@ async fn read_head(
                     continue;
                 }
                 Ok(Some(h)) => {
-                    let head = client_head(sx, &h);
+                    let head = client_head(sx, &h, cx);
+                    if let Some(fill) = cx.fill.as_deref_mut() {
+                        let length = match h.framing {
+                            Framing::Length(n) => Some(n),
+                            _ => None,
+                        };
+                        fill.on_head(sx.ctx, h.status, h.headers, length);
+                    }
                     let n = h.head_len;
                     compact(&mut up.buf, n);
                     return Ok(head);
@@ -346,7 +385,7 @@ async fn read_head(
 
 /// The backend's status and end-to-end headers, `content-length` when the body has one, the
 /// backend's `date` (or ours) and our `x-request-id`.
-fn client_head(sx: &Ctx<'_>, h: &http1::ResponseHead<'_, '_>) -> Head {
+fn client_head(sx: &Ctx<'_>, h: &http1::ResponseHead<'_, '_>, cx: &CacheCx<'_>) -> Head {
     let mut b = head(sx, h.status);
     let connection = http1::header_value(h.headers, "connection").unwrap_or(b"");
     if let Some(map) = b.headers_mut() {
@@ -376,6 +415,7 @@ fn client_head(sx: &Ctx<'_>, h: &http1::ResponseHead<'_, '_>) -> Head {
         if let Framing::Length(n) = h.framing {
             map.insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
+        cx.tag_headers(map);
     }
     Head {
         status: h.status,
@@ -421,6 +461,7 @@ async fn relay(
     mut up: UpstreamConn,
     head: Head,
     timeout_ms: u64,
+    mut cx: CacheCx<'_>,
 ) -> Result<u16, String> {
     let timers = &sx.ctx.timers;
     let status = head.status;
@@ -452,6 +493,9 @@ async fn relay(
                 }
             };
             compact(&mut up.buf, used);
+            if let Some(fill) = cx.fill.as_deref_mut() {
+                fill.on_data(sx.ctx, &chunk);
+            }
             let done = decoder.is_done();
             if !chunk.is_empty() || done {
                 let sent = timers

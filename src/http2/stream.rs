@@ -1,5 +1,6 @@
 //! One HTTP/2 stream: its request through `server::decide`, answered with an error, a mock,
-//! or a forward to the backend (`proxy`); recorded in the core's metrics like HTTP/1.1.
+//! a cache entry, or a forward to the backend (`proxy`, filling the cache on a miss); recorded
+//! in the core's metrics like HTTP/1.1.
 //!
 //! Responses carry what HTTP/1.1 ones do (`date`, `x-request-id`, the same JSON error bodies
 //! and statuses, `retry-after` on 429), minus what HTTP/2 forbids (`connection`).
@@ -14,13 +15,15 @@ use h2::{RecvStream, SendStream};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, HOST, HeaderName, HeaderValue};
 use http::{Request, Response};
 
+use crate::cache::Entry;
 use crate::config::MockResponse;
 use crate::error::ErrorKind;
 use crate::http1;
 use crate::router::Params;
 use crate::server::accept::ConnInfo;
+use crate::server::cache::{self, CacheStep};
 use crate::server::core::CoreCtx;
-use crate::server::decide::{Decision, RequestView, decide};
+use crate::server::decide::{Decision, ReqHeaders, RequestView, decide};
 use crate::server::respond::RequestId;
 use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
 
@@ -94,6 +97,8 @@ pub(super) async fn serve(
         path,
         host,
         content_length,
+        query: parts.uri.query(),
+        headers: ReqHeaders::H2(&parts.headers),
     };
     let mut params = Params::default();
     let (slot, status) = match decide(&ctx, &snap, &view, &mut params) {
@@ -131,17 +136,53 @@ pub(super) async fn serve(
                 Err(None) => (slot, 499),
             }
         }
+        Decision::CacheHit {
+            slot,
+            entry,
+            warn,
+            body_limit,
+            ..
+        } => {
+            let status = answer_hit(&sx, &mut body, &mut respond, &entry, warn, body_limit).await;
+            (slot, status)
+        }
         Decision::Proxy {
             slot,
             route,
             target,
             body_limit,
+            cache,
         } => {
-            let status = super::proxy::forward(
-                &sx, &parts, body, respond, target, path, &params, body_limit,
+            let cache = match cache {
+                CacheStep::Wait { wait, warn } => {
+                    let timeout = Duration::from_millis(target.timeout_ms);
+                    match cache::await_fill(&ctx, wait, timeout).await {
+                        Some(entry) => {
+                            let status =
+                                answer_hit(&sx, &mut body, &mut respond, &entry, warn, body_limit)
+                                    .await;
+                            let us = started.elapsed().as_micros() as u64;
+                            ctx.metrics.borrow_mut().record(slot, status, us);
+                            return;
+                        }
+                        None => CacheStep::Pass { warn },
+                    }
+                }
+                other => other,
+            };
+            let (mut fill, tag) = cache.into_fill();
+            let cx = super::proxy::CacheCx {
+                fill: fill.as_deref_mut(),
+                tag,
+            };
+            let result = super::proxy::forward(
+                &sx, &parts, body, respond, target, path, &params, body_limit, cx,
             )
-            .await
-            .unwrap_or_else(|why| {
+            .await;
+            if let Some(mut f) = fill {
+                f.finish(&ctx, result.is_ok());
+            }
+            let status = result.unwrap_or_else(|why| {
                 if let Some(dropped) = ctx.may_log() {
                     crate::log_warn!(
                         "proxy",
@@ -198,6 +239,59 @@ pub(super) fn head(sx: &Ctx<'_>, status: u16) -> http::response::Builder {
         }
     }
     b
+}
+
+/// Answers from a cache entry, once any request body is read (and discarded, as for a mock;
+/// one over the route's limit gets 413). Returns the status sent (499: the client went away).
+async fn answer_hit(
+    sx: &Ctx<'_>,
+    body: &mut RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    entry: &Entry,
+    warn: bool,
+    body_limit: u64,
+) -> u16 {
+    match drain(sx, body, body_limit).await {
+        Ok(()) => {}
+        Err(Some(kind)) => {
+            send_error(sx, respond, kind, None);
+            return kind.status();
+        }
+        Err(None) => return 499,
+    }
+    let mut b = head(sx, entry.status);
+    if let Some(h) = b.headers_mut() {
+        for (name, value) in cache::hit_headers(entry, sx.ctx.timers.now(), warn) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_bytes(&value),
+            ) {
+                h.append(n, v);
+            }
+        }
+    }
+    let Ok(resp) = b.body(()) else {
+        return 500;
+    };
+    let end = sx.is_head || entry.body.is_empty();
+    if let Ok(mut send) = respond.send_response(resp, end)
+        && !end
+    {
+        // Small bodies are copied (no shared reference count touched from this core); large
+        // ones share the entry's buffer.
+        let data = if entry.body.len() <= SEND_AT_ONCE_BYTES {
+            Bytes::copy_from_slice(&entry.body)
+        } else {
+            Bytes::from_owner(entry.body.clone())
+        };
+        let timeout = sx.client_read_timeout;
+        let _ = sx
+            .ctx
+            .timers
+            .timeout(timeout, send_data(&mut send, data, true))
+            .await;
+    }
+    entry.status
 }
 
 /// A JSON error response (the bodies of `ErrorKind::body`), with `retry-after` when given.

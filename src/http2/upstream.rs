@@ -186,6 +186,7 @@ pub(super) async fn forward_from_h2(
     target: &ProxyTarget,
     body_limit: u64,
     connect_timeout: Duration,
+    mut cx: super::proxy::CacheCx<'_>,
 ) -> Result<u16, String> {
     let ctx = sx.ctx;
     let deadline = sx.started + Duration::from_millis(target.timeout_ms);
@@ -277,6 +278,10 @@ pub(super) async fn forward_from_h2(
                 map.append(n.clone(), v.clone());
             }
         }
+        cx.tag_headers(map);
+    }
+    if let Some(fill) = cx.fill.as_deref_mut() {
+        fill.on_head_map(ctx, status, &parts.headers);
     }
     let Ok(client_resp) = b.body(()) else {
         return Err("response head".into());
@@ -293,6 +298,9 @@ pub(super) async fn forward_from_h2(
         match ctx.timers.timeout(read_timeout, rbody.data()).await {
             Ok(Some(Ok(d))) => {
                 let n = d.len();
+                if let Some(fill) = cx.fill.as_deref_mut() {
+                    fill.on_data(ctx, &d);
+                }
                 match ctx
                     .timers
                     .timeout(read_timeout, send_data(&mut down, d, false))
@@ -422,12 +430,16 @@ pub async fn forward_from_h1(
         encode::header(out, b"date", &x.date);
     }
     encode::header(out, b"x-request-id", x.request_id.as_bytes());
+    x.cache_tag.write(out);
     if !keep_alive {
         encode::header(out, b"connection", b"close");
     } else if x.http10 {
         encode::header(out, b"connection", b"keep-alive");
     }
     encode::end_head(out);
+    if let Some(fill) = x.cache.as_mut() {
+        fill.on_head_map(ctx, status, &parts.headers);
+    }
     let relayed = Relayed { status, keep_alive };
     if bodiless {
         return Ok(relayed);
@@ -437,6 +449,9 @@ pub async fn forward_from_h1(
         match ctx.timers.timeout(read_timeout, rbody.data()).await {
             Ok(Some(Ok(d))) => {
                 let n = d.len();
+                if let Some(fill) = x.cache.as_mut() {
+                    fill.on_data(ctx, &d);
+                }
                 if chunked {
                     encode::chunk_header(&mut down.out, n);
                     down.out.extend_from_slice(&d);

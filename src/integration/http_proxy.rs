@@ -21,6 +21,7 @@ use crate::http1::{self, BodyDecoder, Framing, HeadLimits, RequestHead, encode};
 use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
 use crate::server::accept::ConnInfo;
+use crate::server::cache::{CacheTag, Fill};
 use crate::server::core::CoreCtx;
 use crate::server::downstream::{Downstream, ReadError, compact};
 use crate::server::respond::{CONTINUE, RequestId};
@@ -57,6 +58,11 @@ pub struct Exchange {
     /// Set by `forward` when the backend switched protocols: the connection to relay with
     /// (`tunnel::relay`), holding any bytes the backend sent after its `101`.
     pub upgraded: Option<UpstreamConn>,
+    /// A cache miss being filled from this response: told of its head and every body chunk;
+    /// the connection driver finishes it when `forward` returns.
+    pub cache: Option<Box<Fill>>,
+    /// The cache headers the response gets (`x-cache: Miss` on a cached route).
+    pub cache_tag: CacheTag,
 }
 
 /// How a forward ended when it did not complete.
@@ -249,8 +255,20 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 pub fn pump(
     decoder: &mut BodyDecoder,
     input: &[u8],
+    out: Option<&mut Vec<u8>>,
+    chunked_out: bool,
+) -> Result<(usize, u64), http1::BodyError> {
+    pump_observe(decoder, input, out, chunked_out, |_| {})
+}
+
+/// `pump`, also showing every decoded piece of data to `observe` (a cache fill collecting the
+/// body as it streams).
+pub fn pump_observe(
+    decoder: &mut BodyDecoder,
+    input: &[u8],
     mut out: Option<&mut Vec<u8>>,
     chunked_out: bool,
+    mut observe: impl FnMut(&[u8]),
 ) -> Result<(usize, u64), http1::BodyError> {
     let mut consumed = 0;
     let mut data = 0u64;
@@ -258,6 +276,7 @@ pub fn pump(
         let (used, range) = decoder.decode(&input[consumed..])?;
         let chunk = &input[consumed..][range];
         if !chunk.is_empty() {
+            observe(chunk);
             data += chunk.len() as u64;
             if let Some(out) = out.as_deref_mut() {
                 if chunked_out {
@@ -523,6 +542,13 @@ async fn exchange_head(
                         head_len: h.head_len,
                     };
                     render_client_head(&mut down.out, &h, x, resp.framing);
+                    if let Some(fill) = x.cache.as_mut() {
+                        let length = match h.framing {
+                            Framing::Length(n) => Some(n),
+                            _ => None,
+                        };
+                        fill.on_head(ctx, h.status, h.headers, length);
+                    }
                     return Ok(resp);
                 }
                 Ok(None) => {}
@@ -603,6 +629,7 @@ fn render_client_head(
         encode::header(out, b"date", &x.date);
     }
     encode::header(out, b"x-request-id", x.request_id.as_bytes());
+    x.cache_tag.write(out);
     if !keep_alive {
         encode::header(out, b"connection", b"close");
     } else if x.http10 {
@@ -641,13 +668,13 @@ fn client_keep_alive(x: &Exchange, framing: Framing) -> bool {
     x.keep_alive && !(framing == Framing::UntilClose && x.http10)
 }
 
-/// Streams the response body from the backend to the client, then pools the backend connection
-/// if it can carry another request.
+/// Streams the response body from the backend to the client (and into the cache fill, if
+/// any), then pools the backend connection if it can carry another request.
 async fn relay_response(
     ctx: &CoreCtx,
     down: &mut Downstream,
     mut up: UpstreamConn,
-    x: &Exchange,
+    x: &mut Exchange,
     resp: RespHead,
     timeout_ms: u64,
 ) -> Result<Relayed, Failure> {
@@ -660,8 +687,19 @@ async fn relay_response(
     let mut decoder = BodyDecoder::new(resp.framing);
     let read_timeout = Duration::from_millis(timeout_ms);
     loop {
-        let (used, _) = pump(&mut decoder, &up.buf, Some(&mut down.out), chunked_out)
-            .map_err(|e| Failure::Abort(format!("backend {}: response body: {e}", up.addr)))?;
+        let fill = &mut x.cache;
+        let (used, _) = pump_observe(
+            &mut decoder,
+            &up.buf,
+            Some(&mut down.out),
+            chunked_out,
+            |data| {
+                if let Some(f) = fill.as_mut() {
+                    f.on_data(ctx, data);
+                }
+            },
+        )
+        .map_err(|e| Failure::Abort(format!("backend {}: response body: {e}", up.addr)))?;
         compact(&mut up.buf, used);
         if decoder.is_done() {
             break;

@@ -17,6 +17,9 @@ pub enum ToCore {
     Collect(Sender<MetricsShard>),
     /// Throttle tokens and targets for this core's limiter shard.
     Grant(crate::ratelimit::Grant),
+    /// Every core's cache fills and invalidations (and admin flushes) of one reconciler tick;
+    /// the same `Arc` goes to every core, which skips its own.
+    Cache(crate::cache::Fanout),
     /// Graceful stop: stop accepting, close idle connections, let requests in flight finish
     /// (their responses say `connection: close`), and leave the event loop once no connection
     /// is left or at `deadline`, closing what remains.
@@ -42,4 +45,6 @@ pub enum FromCore {
     Stopped { core: usize, abandoned: usize },
     /// The limiter shard's report: once per reconcile tick, or early after a refusal.
     Limiter(crate::ratelimit::CoreReport),
+    /// What the core's cache filled and invalidated since its last reconcile tick.
+    Cache(crate::cache::CacheBatch),
 }

@@ -5,7 +5,8 @@
 //! ```text
 //! read head (idle timeout before the first byte, header timeout after it: 408)
 //!   → parse in place (400/414/431/501/505 close the connection)
-//!   → route (404) → body limit (413) → plan: mock response, or backend request head
+//!   → route (404) → body limit (413) → throttles (429) → cache (hit: answered from the entry)
+//!   → plan: mock response, or backend request head (a cache miss fills as it relays)
 //!   → body: drained (mock, errors) or streamed to the backend (proxy)
 //!   → response into the output buffer; written before the next read (pipelined responses
 //!     are written together) → metrics
@@ -28,9 +29,12 @@ use crate::limits::HEADERS_CEILING;
 use crate::router::Params;
 use crate::telemetry::request_id::{self, REQUEST_ID_LEN};
 
+use crate::cache::Entry;
+
 use super::accept::ConnInfo;
+use super::cache::{self, CacheStep, CacheTag};
 use super::core::{CoreCtx, CoreSnapshot};
-use super::decide::{Decision, RequestView, RouteRef, decide};
+use super::decide::{Decision, ReqHeaders, RequestView, RouteRef, decide};
 use super::downstream::{Downstream, ReadError};
 use super::respond::{self, CONTINUE, Meta, RequestId};
 
@@ -76,6 +80,8 @@ enum Plan {
         slot: u32,
         snap: Rc<CoreSnapshot>,
         route: RouteRef,
+        /// A fill to collect, or another request's fill to wait for.
+        cache: CacheStep,
     },
     /// An upgrade to a websocket API's stage: the connection becomes a WebSocket task.
     WebSocket(Box<crate::websocket::conn::UpgradeRequest>),
@@ -214,10 +220,11 @@ impl Conn {
                     slot,
                     snap,
                     route,
+                    cache,
                 } => {
                     // Boxed: the proxy's state machine is several times the size of the rest,
                     // and only proxied requests should pay for it (idle connections stay small).
-                    Box::pin(self.proxy(x, slot, &snap, route)).await
+                    Box::pin(self.proxy(x, slot, &snap, route, cache)).await
                 }
                 Plan::WebSocket(up) => {
                     // Earlier pipelined responses go first; the socket is the WebSocket's now.
@@ -383,6 +390,7 @@ impl Conn {
         slot: u32,
         snap: &Rc<CoreSnapshot>,
         route: RouteRef,
+        cache: CacheStep,
     ) -> After {
         let CompiledIntegration::HttpProxy(target) = &route.compiled(snap).integration else {
             // plan_head only makes Proxy plans for proxy routes.
@@ -390,9 +398,26 @@ impl Conn {
         };
         // Earlier pipelined responses go first.
         if self.down.flush().await.is_err() {
+            cache.discard(&self.ctx);
             return After::Close;
         }
-        match http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await {
+        let cache = match cache {
+            CacheStep::Wait { wait, warn } => {
+                let timeout = Duration::from_millis(target.timeout_ms);
+                match cache::await_fill(&self.ctx, wait, timeout).await {
+                    Some(entry) => return self.answer_hit(x, slot, &entry, warn).await,
+                    None => CacheStep::Pass { warn },
+                }
+            }
+            other => other,
+        };
+        (x.cache, x.cache_tag) = cache.into_fill();
+        let forwarded =
+            http_proxy::forward(&self.ctx, &mut self.down, &mut self.req, target, &mut x).await;
+        if let Some(mut fill) = x.cache.take() {
+            fill.finish(&self.ctx, forwarded.is_ok());
+        }
+        match forwarded {
             Ok(r) if x.upgraded.is_some() => {
                 // The backend switched to WebSocket: relay both ways until either side closes.
                 self.record(slot, r.status, x.started);
@@ -453,6 +478,25 @@ impl Conn {
                 After::Close
             }
         }
+    }
+
+    /// Answers from a cache entry another request just filled (after reading and discarding
+    /// any request body, as for a mock).
+    async fn answer_hit(&mut self, mut x: Exchange, slot: u32, entry: &Entry, warn: bool) -> After {
+        let resp_start = self.down.out.len();
+        // A drain that began while we waited still gets its `connection: close`.
+        x.keep_alive &= !self.ctx.draining();
+        let date = self.ctx.date();
+        let meta = Meta {
+            date: &date,
+            request_id: &x.request_id,
+            keep_alive: x.keep_alive,
+            http10: x.http10,
+        };
+        let now = self.ctx.timers.now();
+        cache::write_hit(&mut self.down.out, entry, now, &meta, warn, x.is_head);
+        self.respond(x, entry.status, slot, resp_start, BodyPlan::Drain)
+            .await
     }
 
     /// Answers an error outside any parsed request (header timeout) and closes.
@@ -543,8 +587,10 @@ fn plan_head(
             headers_max: server.headers_max,
         },
         connect_timeout: Duration::from_millis(server.upstream_connect_timeout_ms),
-        upgrade: false,
+        upgrade: http_proxy::is_websocket_upgrade(head),
         upgraded: None,
+        cache: None,
+        cache_tag: CacheTag::default(),
     };
     let head_len = head.head_len;
     let resp_start = out.len();
@@ -556,6 +602,13 @@ fn plan_head(
         content_length: match head.framing {
             Framing::Length(n) => Some(n),
             _ => None,
+        },
+        query: head.query,
+        // An upgrade is not a request whose response can be cached.
+        headers: if x.upgrade {
+            ReqHeaders::None
+        } else {
+            ReqHeaders::H1(head.headers)
         },
     };
     match decide(ctx, snap, &view, params) {
@@ -581,6 +634,29 @@ fn plan_head(
             respond::mock(out, mock, head.path, params, &meta, is_head);
             Plan::Respond {
                 status: mock.status,
+                slot,
+                resp_start,
+                body: BodyPlan::Drain,
+                x,
+            }
+        }
+        Decision::CacheHit {
+            slot,
+            entry,
+            warn,
+            body_limit,
+            ..
+        } => {
+            x.body_limit = body_limit;
+            let meta = Meta {
+                date: &date,
+                request_id: &x.request_id,
+                keep_alive: x.keep_alive,
+                http10,
+            };
+            cache::write_hit(out, &entry, ctx.timers.now(), &meta, warn, is_head);
+            Plan::Respond {
+                status: entry.status,
                 slot,
                 resp_start,
                 body: BodyPlan::Drain,
@@ -614,11 +690,12 @@ fn plan_head(
             route,
             target,
             body_limit,
+            cache,
         } => {
             x.body_limit = body_limit;
             req.clear();
-            x.upgrade = http_proxy::is_websocket_upgrade(head);
             if x.upgrade && (info.tls.is_some() || target.tls.is_some()) {
+                cache.discard(ctx);
                 // The tunnel relays raw bytes; with TLS on either side it would need to open and
                 // seal records in both directions, which it does not do yet.
                 crate::log_warn!(
@@ -645,6 +722,7 @@ fn plan_head(
                 slot,
                 snap: snap.clone(),
                 route,
+                cache,
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The control thread: owns the config file, the current snapshot and the channels to every
 //! core. It starts the cores, reloads (SIGHUP, admin `POST /reload`), collects metrics for
-//! `/metrics`, and stops the process on SIGTERM/SIGINT.
+//! `/metrics`, reconciles the cores' throttle leases and response caches (admin cache flushes
+//! included), and stops the process on SIGTERM/SIGINT.
 //!
 //! It never blocks a core: cores read their channel at their tick; the control thread waits
 //! only on its own inbox (signals, admin requests, core reports).
@@ -41,6 +42,13 @@ pub enum AdminRequest {
     Metrics(Sender<String>),
     /// `/@connections/{id}`: forwarded to the core that owns the connection.
     WebSocket(crate::websocket::registry::AdminCommand),
+    /// `DELETE /cache/{api}/{stage}`: flush the stage's cache on every core; answers `false`
+    /// when the snapshot has no such API or stage.
+    CacheFlush {
+        api: String,
+        stage: String,
+        reply: Sender<bool>,
+    },
 }
 
 /// State the admin thread reads without asking the control thread.
@@ -159,6 +167,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         heartbeats.push(heartbeat.clone());
         let start = CoreStart {
             id,
+            cores,
             cpu: (!cpus.is_empty()).then(|| cpus[id % cpus.len()]),
             listeners,
             kinds: kinds.clone(),
@@ -244,6 +253,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), StartError> {
         epoch,
         last_requests: (Instant::now(), 0),
         limiter,
+        cache: crate::cache::Reconciler::new(),
     };
     // The cores start with empty leases: the first grants go out now, not a tick from now.
     control.reconcile();
@@ -280,6 +290,8 @@ struct Control {
     last_requests: (Instant, u64),
     /// Every throttle's global bucket and the leases handed to cores.
     limiter: Reconciler,
+    /// The cores' cache fills and invalidations since the last tick, and admin flushes.
+    cache: crate::cache::Reconciler,
 }
 
 /// A core whose heartbeat is older than this is considered stuck: the watchdog goes quiet.
@@ -338,6 +350,9 @@ impl Control {
                         let _ = reply.send(metrics::render(&self.collect_shards()));
                     }
                     Ok(AdminRequest::WebSocket(cmd)) => self.forward_ws(cmd),
+                    Ok(AdminRequest::CacheFlush { api, stage, reply }) => {
+                        let _ = reply.send(self.flush_cache(&api, &stage));
+                    }
                     Ok(AdminRequest::Stall { core, duration, reply }) => {
                         let ok = self.core_tx.get(core).is_some_and(|tx| tx.send(ToCore::Stall(duration)).is_ok());
                         let _ = reply.send(ok);
@@ -370,12 +385,45 @@ impl Control {
         nanos_since(self.epoch)
     }
 
-    /// One reconcile tick: refills and new leases for every core.
+    /// One reconcile tick: refills and new leases for every core; every core's cache deltas
+    /// to every core.
     fn reconcile(&mut self) {
         let now = self.nanos();
         for grant in self.limiter.tick(now) {
             self.send_grant(grant);
         }
+        self.fan_out_cache();
+    }
+
+    /// Sends what the cores' caches published since the last tick to every core. A blocking
+    /// send, like grants: a lost invalidation would leave a stale entry served for its TTL.
+    fn fan_out_cache(&mut self) {
+        if let Some(fanout) = self.cache.tick() {
+            for tx in &self.core_tx {
+                let _ = tx.send(ToCore::Cache(fanout.clone()));
+            }
+        }
+    }
+
+    /// `DELETE /cache/{api}/{stage}`: a flush of the stage on every core, as of now. Returns
+    /// once every core has applied it (or after `CORE_ANSWER_TIMEOUT`), so the next request on
+    /// any core misses. `false`: no such API or stage.
+    fn flush_cache(&mut self, api: &str, stage: &str) -> bool {
+        let known = self
+            .snap
+            .apis
+            .iter()
+            .any(|a| a.name == api && a.stages.iter().any(|s| s.name == stage));
+        if !known {
+            return false;
+        }
+        self.cache
+            .flush_stage(crate::cache::StageId::new(api, stage), Instant::now());
+        self.fan_out_cache();
+        // A core handles its channel in order: once it answered this, it applied the flush.
+        let _ = self.collect_shards();
+        log_info!("control", "cache of api {api} stage {stage} flushed");
+        true
     }
 
     /// Grants are sent with a blocking send: a lost grant would take its tokens out of
@@ -390,6 +438,7 @@ impl Control {
     fn on_core_report(&mut self, r: FromCore) {
         match r {
             FromCore::Failed { core, error } => log_error!("control", "core {core}: {error}"),
+            FromCore::Cache(batch) => self.cache.ingest(batch),
             FromCore::Limiter(report) => {
                 // `now` read after the report was received: the reconciler's exactness needs it.
                 let now = self.nanos();

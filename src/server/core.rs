@@ -1,23 +1,28 @@
-//! One core: its context (snapshot, metrics shard, upstream pool, clock, request ids) and its
-//! event loop (accept loops, the tick that reads the control channel).
+//! One core: its context (snapshot, metrics shard, upstream pool, clock, request ids, throttle
+//! and cache shards) and its event loop (accept loops, the tick that reads the control channel
+//! and reports to it).
 //!
 //! Everything here is core-local: `Rc`, `Cell`, `RefCell`. Nothing in a `CoreCtx` is touched by
 //! another thread; the control thread reaches a core only through its channel.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ahash::AHashMap;
 use crossbeam_channel::{Receiver, Sender};
 use futures_util::StreamExt;
 
-use crate::config::Snapshot;
+use crate::cache::{CACHE_SWEEP_NODES_PER_TICK, CacheShard, KeyBuf, StageId};
+use crate::config::{CacheStage, Snapshot};
 use crate::integration::pool::UpstreamPool;
 use crate::limits::CORE_TICK_MS;
 use crate::ratelimit::{CoreLimiter, LeaseConfig};
 use crate::runtime::{FromCore, Timers, ToCore};
+use crate::telemetry::metrics::CacheCounts;
 use crate::telemetry::{CoreMetrics, RequestIds};
 use crate::{log_debug, log_error, log_warn};
 
@@ -44,9 +49,18 @@ pub struct CoreCtx {
     pub log_gate: crate::telemetry::log::LogGate,
     /// This core's shard of every throttle: leases spent per request, reported per tick.
     pub limiter: RefCell<CoreLimiter>,
-    /// Limiter reports that could not be sent yet (channel full); retried at the next tick,
-    /// never dropped (a lost report would keep spent tokens counted as leased).
-    pending_reports: RefCell<Vec<crate::ratelimit::CoreReport>>,
+    /// Reports that could not be sent yet (channel full): limiter reports and cache batches,
+    /// retried in order at the next tick, never dropped (a lost limiter report would keep spent
+    /// tokens counted as leased; a lost cache batch would lose an invalidation).
+    pending_reports: RefCell<VecDeque<FromCore>>,
+    /// This core's response cache: entries, fills in flight, what to publish at the tick.
+    pub cache: RefCell<CacheShard>,
+    /// The buffer cache keys are built in, reused by every request.
+    pub cache_key: RefCell<KeyBuf>,
+    /// Cache results the shard does not count itself (`server::cache::RESULT_*`), by stage.
+    cache_counts: RefCell<AHashMap<StageId, [u64; 6]>>,
+    /// Cores serving (each gets `capacity / cores` of every cached stage).
+    cores: usize,
     /// Reports to the control thread (early limiter asks; the tick sends the rest).
     report_tx: Sender<FromCore>,
     /// This core's open WebSocket connections (`/@connections` reaches them through it).
@@ -61,8 +75,10 @@ pub struct CoreCtx {
 }
 
 impl CoreCtx {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
+        cores: usize,
         snap: Arc<Snapshot>,
         seed: u64,
         heartbeat: Arc<AtomicU64>,
@@ -72,6 +88,8 @@ impl CoreCtx {
         let lease = LeaseConfig::with_tick_ms(snap.config.account.reconcile_tick_ms);
         let mut limiter = CoreLimiter::new(id, &lease, 0);
         limiter.sync(&snap.limit_table);
+        let mut cache = CacheShard::new(id as u16);
+        cache.configure(&CacheStage::budgets(&snap.cache_stages, cores));
         let mut metrics = CoreMetrics::new();
         let core_snap = Rc::new(map_slots(&mut metrics, snap));
         let pool = UpstreamPool::new(core_snap.snap.server());
@@ -84,7 +102,11 @@ impl CoreCtx {
             timers: Timers::new(),
             log_gate: Default::default(),
             limiter: RefCell::new(limiter),
-            pending_reports: RefCell::new(Vec::new()),
+            pending_reports: RefCell::new(VecDeque::new()),
+            cache: RefCell::new(cache),
+            cache_key: RefCell::new(KeyBuf::default()),
+            cache_counts: RefCell::new(AHashMap::new()),
+            cores,
             report_tx,
             ws: RefCell::new(crate::websocket::registry::Registry::new(id)),
             date: RefCell::new(DateCache::new()),
@@ -116,28 +138,81 @@ impl CoreCtx {
 
     /// Sends a limiter report now, or keeps it for the next tick if the channel is full.
     pub fn send_limiter_report(&self, report: crate::ratelimit::CoreReport) {
+        self.send_report(FromCore::Limiter(report));
+    }
+
+    /// Sends a report now, or keeps it (behind any kept before it) for the next tick if the
+    /// channel is full.
+    fn send_report(&self, msg: FromCore) {
         let mut pending = self.pending_reports.borrow_mut();
         if !pending.is_empty() {
-            pending.push(report);
+            pending.push_back(msg);
             return;
         }
-        if let Err(crossbeam_channel::TrySendError::Full(FromCore::Limiter(r))) =
-            self.report_tx.try_send(FromCore::Limiter(report))
-        {
-            pending.push(r);
+        if let Err(crossbeam_channel::TrySendError::Full(m)) = self.report_tx.try_send(msg) {
+            pending.push_back(m);
         }
     }
 
     fn flush_pending_reports(&self) {
         let mut pending = self.pending_reports.borrow_mut();
-        while !pending.is_empty() {
-            let r = pending.remove(0);
-            if let Err(crossbeam_channel::TrySendError::Full(FromCore::Limiter(r))) =
-                self.report_tx.try_send(FromCore::Limiter(r))
-            {
-                pending.insert(0, r);
+        while let Some(m) = pending.pop_front() {
+            if let Err(crossbeam_channel::TrySendError::Full(m)) = self.report_tx.try_send(m) {
+                pending.push_front(m);
                 return;
             }
+        }
+    }
+
+    /// Counts a cache result the shard does not count (`server::cache::RESULT_*`).
+    pub fn count_cache(&self, stage: StageId, result: usize) {
+        if let Some(n) = self
+            .cache_counts
+            .borrow_mut()
+            .entry(stage)
+            .or_default()
+            .get_mut(result)
+        {
+            *n += 1;
+        }
+    }
+
+    /// This core's metrics, with its cache's counters by stage.
+    fn metrics_shard(&self) -> crate::telemetry::MetricsShard {
+        let mut shard = self.metrics.borrow().shard();
+        let snap = self.snapshot();
+        let counts = self.cache_counts.borrow();
+        let cache = self.cache.borrow();
+        let by_stage = cache
+            .stats()
+            .filter_map(|(id, st)| {
+                let stage = snap.snap.cache_stages.iter().find(|s| s.id == id)?;
+                let extra = counts.get(&id).copied().unwrap_or_default();
+                let mut c = CacheCounts {
+                    results: [st.hits, st.misses, st.coalesced, st.passes, 0, 0],
+                    evictions: st.evictions,
+                    entries: st.entries,
+                    bytes: st.bytes,
+                    budget_bytes: st.budget_bytes,
+                };
+                for (r, e) in c.results.iter_mut().zip(extra) {
+                    *r += e;
+                }
+                Some((stage.labels.clone(), c))
+            })
+            .collect();
+        shard.set_cache(by_stage);
+        shard
+    }
+
+    /// The cache's work at a core tick: expired entries swept; at the reconcile tick, what this
+    /// core filled and invalidated goes to the control thread.
+    fn cache_tick(&self, now: Instant, publish: bool) {
+        let mut cache = self.cache.borrow_mut();
+        cache.sweep(now, CACHE_SWEEP_NODES_PER_TICK);
+        if publish && let Some(batch) = cache.drain_publish() {
+            drop(cache);
+            self.send_report(FromCore::Cache(batch));
         }
     }
 
@@ -155,6 +230,9 @@ impl CoreCtx {
 
     fn swap(&self, snap: Arc<Snapshot>) {
         self.limiter.borrow_mut().sync(&snap.limit_table);
+        self.cache
+            .borrow_mut()
+            .configure(&CacheStage::budgets(&snap.cache_stages, self.cores));
         let core_snap = map_slots(&mut self.metrics.borrow_mut(), snap);
         self.pool.borrow_mut().reconfigure(core_snap.snap.server());
         *self.snapshot.borrow_mut() = Rc::new(core_snap);
@@ -210,6 +288,8 @@ impl DateCache {
 /// What a core thread starts with.
 pub struct CoreStart {
     pub id: usize,
+    /// How many cores serve (this one included).
+    pub cores: usize,
     pub cpu: Option<usize>,
     pub listeners: Vec<std::net::TcpListener>,
     /// What each of `listeners` speaks.
@@ -228,6 +308,7 @@ pub struct CoreStart {
 pub fn run_core(start: CoreStart) {
     let CoreStart {
         id,
+        cores,
         cpu,
         listeners,
         kinds,
@@ -254,7 +335,15 @@ pub fn run_core(start: CoreStart) {
         }
     };
     rt.block_on(async move {
-        let ctx = Rc::new(CoreCtx::new(id, snap, seed, heartbeat, epoch, tx.clone()));
+        let ctx = Rc::new(CoreCtx::new(
+            id,
+            cores,
+            snap,
+            seed,
+            heartbeat,
+            epoch,
+            tx.clone(),
+        ));
         if let Some(g) = grant {
             ctx.limiter.borrow_mut().apply(g);
         }
@@ -320,13 +409,15 @@ async fn tick_loop(
         ctx.timers.fire(now);
         let nanos = ctx.nanos();
         ctx.flush_pending_reports();
-        if nanos.saturating_sub(last_report) >= reconcile_ns {
+        let reconcile = nanos.saturating_sub(last_report) >= reconcile_ns;
+        if reconcile {
             last_report = nanos;
             let report = ctx.limiter.borrow_mut().report(nanos);
             if let Some(r) = report {
                 ctx.send_limiter_report(r);
             }
         }
+        ctx.cache_tick(ctx.timers.now(), reconcile);
         ctx.heartbeat.store(
             now.duration_since(ctx.epoch).as_millis() as u64,
             Ordering::Relaxed,
@@ -353,9 +444,13 @@ async fn tick_loop(
                     });
                 }
                 ToCore::Collect(reply) => {
-                    let _ = reply.send(ctx.metrics.borrow().shard());
+                    let _ = reply.send(ctx.metrics_shard());
                 }
                 ToCore::Grant(grant) => ctx.limiter.borrow_mut().apply(grant),
+                ToCore::Cache(fanout) => {
+                    let now = ctx.timers.now();
+                    ctx.cache.borrow_mut().apply_remote(&fanout, now);
+                }
                 ToCore::Drain { deadline } => {
                     // shutdown() takes each listening socket out of its SO_REUSEPORT group at
                     // once (new connections go to the sockets that remain, e.g. a new

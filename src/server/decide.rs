@@ -1,14 +1,19 @@
 //! The protocol-neutral part of answering a request: which API, stage and route it reaches,
-//! whether a limit refuses it (body size, throttles), and which integration answers it.
+//! whether a limit refuses it (body size, throttles), whether the response cache answers it
+//! (`server::cache`), and which integration answers it otherwise.
 //!
 //! The HTTP/1.1 driver (`conn`) and the HTTP/2 driver call `decide` with a `RequestView` of
 //! their own request and render the `Decision` their own way. Pure given the core's state: no
-//! I/O, no allocation.
+//! I/O, no allocation (but a cache miss's key, kept by its fill).
 
+use std::rc::Rc;
+
+use crate::cache::EntryRef;
 use crate::config::{CompiledIntegration, CompiledRoute, MockResponse, ProxyTarget};
 use crate::error::ErrorKind;
 use crate::router::Params;
 
+use super::cache::{self, CacheStep, Step};
 use super::core::{CoreCtx, CoreSnapshot};
 
 /// What `decide` needs to know about a request, whatever its protocol.
@@ -21,6 +26,21 @@ pub struct RequestView<'a> {
     pub host: &'a str,
     /// The body length declared up front (`Content-Length`), if any.
     pub content_length: Option<u64>,
+    /// The query string, without the `?` (the cache key may use some of its parameters).
+    pub query: Option<&'a str>,
+    /// The request's header fields (the cache key, `Cache-Control`, `Authorization`).
+    pub headers: ReqHeaders<'a>,
+}
+
+/// A request's header fields as its protocol holds them.
+#[derive(Debug, Clone, Copy)]
+pub enum ReqHeaders<'a> {
+    /// Parsed in place by httparse (HTTP/1.1).
+    H1(&'a [httparse::Header<'a>]),
+    /// Decoded by h2 (HTTP/2).
+    H2(&'a http::HeaderMap),
+    /// Not to be looked at: the request bypasses the cache (a WebSocket upgrade).
+    None,
 }
 
 /// The route a request reached: indices into the snapshot's APIs, stages and routes.
@@ -68,6 +88,17 @@ pub enum Decision<'s> {
         route: RouteRef,
         target: &'s ProxyTarget,
         body_limit: u64,
+        /// What the response cache does with it.
+        cache: CacheStep,
+    },
+    /// Answered from the response cache (`x-cache: Hit`); the request body, if any, is read
+    /// and discarded like a mock's. `warn`: add the ignored-invalidation warning.
+    CacheHit {
+        slot: u32,
+        route: RouteRef,
+        entry: EntryRef,
+        warn: bool,
+        body_limit: u64,
     },
     /// An upgrade to a websocket API's stage.
     WebSocket { slot: u32, route: RouteRef },
@@ -79,6 +110,7 @@ impl Decision<'_> {
             Decision::Refuse { slot, .. }
             | Decision::Mock { slot, .. }
             | Decision::Proxy { slot, .. }
+            | Decision::CacheHit { slot, .. }
             | Decision::WebSocket { slot, .. } => *slot,
         }
     }
@@ -86,10 +118,11 @@ impl Decision<'_> {
 
 /// Routes the request and applies the limits in order: no route → 404; a declared body over
 /// the route's limit → 413; the throttles (account, stage, route: the first without a token
-/// answers 429 and the request goes no further); then the integration.
+/// answers 429 and the request goes no further); for a cached proxy route, the cache (a hit
+/// answers, an unauthorized invalidation may answer 403); then the integration.
 pub fn decide<'s>(
     ctx: &CoreCtx,
-    snap: &'s CoreSnapshot,
+    snap: &'s Rc<CoreSnapshot>,
     req: &RequestView<'_>,
     params: &mut Params,
 ) -> Decision<'s> {
@@ -153,12 +186,34 @@ pub fn decide<'s>(
             mock,
             body_limit: route.body_bytes_max,
         },
-        CompiledIntegration::HttpProxy(target) => Decision::Proxy {
-            slot,
-            route: route_ref,
-            target,
-            body_limit: route.body_bytes_max,
-        },
+        CompiledIntegration::HttpProxy(target) => {
+            let step = match &route.cache {
+                Some(rc) => cache::step(ctx, snap, route_ref, rc, req),
+                None => Step::Proxy(CacheStep::Off),
+            };
+            match step {
+                Step::Proxy(cache) => Decision::Proxy {
+                    slot,
+                    route: route_ref,
+                    target,
+                    body_limit: route.body_bytes_max,
+                    cache,
+                },
+                Step::Hit { entry, warn } => Decision::CacheHit {
+                    slot,
+                    route: route_ref,
+                    entry,
+                    warn,
+                    body_limit: route.body_bytes_max,
+                },
+                Step::Forbidden => Decision::Refuse {
+                    kind: ErrorKind::Forbidden,
+                    slot,
+                    route: Some(route_ref),
+                    retry_after_s: None,
+                },
+            }
+        }
         CompiledIntegration::WebSocket(_) => Decision::WebSocket {
             slot,
             route: route_ref,

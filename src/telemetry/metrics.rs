@@ -33,6 +33,17 @@ pub fn route_labels(api: &str, stage: &str, route: &str) -> Arc<str> {
     s.into()
 }
 
+/// Renders the label set of a stage series (the cache's), escaped like `route_labels`.
+pub fn stage_labels(api: &str, stage: &str) -> Arc<str> {
+    let mut s = String::with_capacity(api.len() + stage.len() + 16);
+    s.push_str("api=\"");
+    escape_into(&mut s, api);
+    s.push_str("\",stage=\"");
+    escape_into(&mut s, stage);
+    s.push('"');
+    s.into()
+}
+
 fn escape_into(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
@@ -234,6 +245,7 @@ impl CoreMetrics {
             ws: self.ws.clone(),
             by_protocol: self.by_protocol,
             tls_handshake_failures: self.tls_handshake_failures,
+            cache: Vec::new(),
         }
     }
 }
@@ -242,6 +254,44 @@ fn new_histogram() -> Histogram<u64> {
     // 1 µs .. 1 h at 2 significant digits: ~1% error, a few KiB per core.
     // Cannot fail: the bounds are constants that satisfy low >= 1, high >= 2 * low, sigfig <= 5.
     Histogram::new_with_bounds(1, DURATION_US_MAX, 2).expect("constant histogram bounds are valid")
+}
+
+/// One stage's response-cache counters and sizes on one core (or merged): what
+/// `tollgate_cache_*` report. Filled by the core from its `CacheShard` when asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// By `CACHE_RESULTS`: answered from the cache, fetched to fill, waited on another
+    /// request's fill, sent to the backend without the cache, refetched by an authorized
+    /// `Cache-Control: max-age=0`, refused an invalidation with 403.
+    pub results: [u64; 6],
+    pub evictions: u64,
+    pub entries: u64,
+    /// Bytes charged against the budget (entries and fills in progress).
+    pub bytes: u64,
+    pub budget_bytes: u64,
+}
+
+/// Label values of `tollgate_cache_requests_total`'s `result`, indexed like
+/// `CacheCounts::results`.
+pub const CACHE_RESULTS: [&str; 6] = [
+    "hit",
+    "miss",
+    "coalesced",
+    "pass",
+    "invalidated",
+    "forbidden",
+];
+
+impl CacheCounts {
+    fn add(&mut self, o: &CacheCounts) {
+        for (a, b) in self.results.iter_mut().zip(o.results) {
+            *a += b;
+        }
+        self.evictions += o.evictions;
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.budget_bytes += o.budget_bytes;
+    }
 }
 
 /// One series' label set and its counts by status.
@@ -261,9 +311,16 @@ pub struct MetricsShard {
     ws: WsCounts,
     by_protocol: [[u64; 3]; 2],
     tls_handshake_failures: u64,
+    /// Per cached stage (`stage_labels`); set by the core (`set_cache`).
+    cache: Vec<(Arc<str>, CacheCounts)>,
 }
 
 impl MetricsShard {
+    /// The core's cache counters, by stage labels.
+    pub fn set_cache(&mut self, cache: Vec<(Arc<str>, CacheCounts)>) {
+        self.cache = cache;
+    }
+
     /// Requests counted in this shard, all routes and statuses.
     pub fn requests(&self) -> u64 {
         self.series
@@ -385,6 +442,65 @@ pub fn render(shards: &[MetricsShard]) -> String {
         "tollgate_tls_handshake_failures_total {handshake_failures}"
     );
     out.push_str(&ws_text);
+    out.push_str(&render_cache(shards));
+    out
+}
+
+/// The response-cache families, per stage, summed over cores.
+fn render_cache(shards: &[MetricsShard]) -> String {
+    let mut stages: AHashMap<&str, CacheCounts> = AHashMap::new();
+    for sh in shards {
+        for (labels, c) in &sh.cache {
+            stages.entry(labels).or_default().add(c);
+        }
+    }
+    let mut stages: Vec<_> = stages.into_iter().collect();
+    stages.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(512 + stages.len() * 512);
+    out.push_str("# HELP tollgate_cache_requests_total Requests to cached routes by what the cache did: hit, miss (fetched to fill), coalesced (waited on another request's fill), pass (to the backend without the cache), invalidated (authorized Cache-Control: max-age=0), forbidden (unauthorized one refused with 403).\n");
+    out.push_str("# TYPE tollgate_cache_requests_total counter\n");
+    for (labels, c) in &stages {
+        for (name, n) in CACHE_RESULTS.iter().zip(c.results) {
+            let _ = writeln!(
+                out,
+                "tollgate_cache_requests_total{{{labels},result=\"{name}\"}} {n}"
+            );
+        }
+    }
+    type Family = (&'static str, &'static str, fn(&CacheCounts) -> u64);
+    let gauges: [Family; 4] = [
+        (
+            "tollgate_cache_bytes",
+            "Bytes held by the stage's cache on every core together (entries, their keys and bookkeeping).",
+            |c| c.bytes,
+        ),
+        (
+            "tollgate_cache_capacity_bytes",
+            "The stage's cache capacity (capacity_mb), split across cores.",
+            |c| c.budget_bytes,
+        ),
+        (
+            "tollgate_cache_entries",
+            "Responses held by the stage's cache (an entry replicated on n cores counts n times).",
+            |c| c.entries,
+        ),
+        (
+            "tollgate_cache_evictions_total",
+            "Entries evicted to make room.",
+            |c| c.evictions,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, c) in &stages {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", f(c));
+        }
+    }
     out
 }
 
@@ -553,6 +669,35 @@ mod tests {
         assert!(text.contains("{protocol=\"h1\",tls=\"none\"} 1\n"));
         assert!(text.contains("{protocol=\"h2\",tls=\"none\"} 0\n"));
         assert!(text.contains("tollgate_tls_handshake_failures_total 1\n"));
+    }
+
+    #[test]
+    fn cache_counts_merge_by_stage() {
+        let l = stage_labels("shop", "prod");
+        let mut c0 = CoreMetrics::new().shard();
+        let mut c1 = CoreMetrics::new().shard();
+        let counts = |hit, bytes| CacheCounts {
+            results: [hit, 1, 0, 2, 0, 0],
+            evictions: 1,
+            entries: 3,
+            bytes,
+            budget_bytes: 100,
+        };
+        c0.set_cache(vec![(l.clone(), counts(5, 10))]);
+        c1.set_cache(vec![(l, counts(7, 20))]);
+        let text = render(&[c0, c1]);
+        for line in [
+            "tollgate_cache_requests_total{api=\"shop\",stage=\"prod\",result=\"hit\"} 12\n",
+            "tollgate_cache_requests_total{api=\"shop\",stage=\"prod\",result=\"miss\"} 2\n",
+            "tollgate_cache_requests_total{api=\"shop\",stage=\"prod\",result=\"pass\"} 4\n",
+            "tollgate_cache_bytes{api=\"shop\",stage=\"prod\"} 30\n",
+            "tollgate_cache_capacity_bytes{api=\"shop\",stage=\"prod\"} 200\n",
+            "tollgate_cache_entries{api=\"shop\",stage=\"prod\"} 6\n",
+            "tollgate_cache_evictions_total{api=\"shop\",stage=\"prod\"} 2\n",
+            "# TYPE tollgate_cache_evictions_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]

@@ -765,6 +765,9 @@ pub enum Reply {
     UntilClose(Vec<u8>),
     /// `100 Continue`, then this body with Content-Length.
     AfterInterim(Vec<u8>),
+    /// 200 with these headers and the body `"<n> <target>"`, `n` counting the backend's
+    /// requests from 1: a response served from a cache shows which backend call made it.
+    Numbered(Vec<(String, String)>),
 }
 
 impl Reply {
@@ -904,7 +907,11 @@ fn serve_backend_conn(stream: TcpStream, conn: usize, spec: &BackendSpec, seen: 
             req.body_len,
             req.body_is_pattern,
         );
-        seen.lock().unwrap_or_else(|p| p.into_inner()).push(req);
+        let number = {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push(req);
+            seen.len()
+        };
         if spec.answer_first_only && answered > 0 {
             return;
         }
@@ -969,6 +976,10 @@ fn serve_backend_conn(stream: TcpStream, conn: usize, spec: &BackendSpec, seen: 
                 }
                 let _ = w.shutdown(Shutdown::Both);
                 return;
+            }
+            Reply::Numbered(headers) => {
+                let text = format!("{number} {target}");
+                write_fixed(&mut w, 200, headers, text.as_bytes(), is_head)
             }
             Reply::AfterInterim(body) => w
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
