@@ -148,4 +148,3 @@ async fn tls(ctx: Rc<CoreCtx>, stream: TcpStream, peer: Option<SocketAddr>, i: u
         super::conn::serve(ctx, down, info).await;
     }
 }
-
