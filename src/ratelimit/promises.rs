@@ -12,26 +12,26 @@
 //! | rate:burst | tick ms | delay ms | cores | even | one core | skewed | moving | random |
 //! |---|---|---|---|---|---|---|---|---|
 //! | 10000:5000 | 5 | 0 | 1 | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.94% (6) |
-//! | 10000:5000 | 5 | 0 | 2 | 99.94% (6) | 99.94% (7) | 99.95% (6) | 99.92% (8) | 99.93% (8) |
-//! | 10000:5000 | 5 | 0 | 8 | 99.96% (5) | 99.96% (4) | 99.95% (5) | 99.94% (6) | 99.95% (6) |
+//! | 10000:5000 | 5 | 0 | 2 | 99.94% (6) | 99.94% (6) | 99.95% (6) | 99.92% (8) | 99.93% (7) |
+//! | 10000:5000 | 5 | 0 | 8 | 99.95% (5) | 99.94% (6) | 99.94% (6) | 99.94% (6) | 99.95% (6) |
 //! | 10000:5000 | 5 | 5 | 1 | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) | 99.80% (21) |
-//! | 10000:5000 | 5 | 5 | 2 | 99.80% (21) | 99.80% (21) | 99.82% (19) | 99.78% (23) | 99.80% (21) |
-//! | 10000:5000 | 5 | 5 | 8 | 99.82% (18) | 99.80% (21) | 99.80% (21) | 99.79% (22) | 99.81% (20) |
+//! | 10000:5000 | 5 | 5 | 2 | 99.79% (22) | 99.81% (20) | 99.82% (19) | 99.78% (23) | 99.79% (22) |
+//! | 10000:5000 | 5 | 5 | 8 | 99.82% (19) | 99.80% (21) | 99.80% (21) | 99.79% (22) | 99.81% (20) |
 //! | 10000:5000 | 5 | 10 | 1 | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) | 99.66% (36) |
-//! | 10000:5000 | 5 | 10 | 2 | 99.65% (37) | 99.66% (36) | 99.67% (35) | 99.64% (38) | 99.65% (37) |
-//! | 10000:5000 | 5 | 10 | 8 | 99.68% (34) | 99.66% (36) | 99.66% (36) | 99.64% (38) | 99.67% (35) |
-//! | 10000:5000 | 1 | 0 | 8 | 99.99% (1) | 99.99% (1) | 99.98% (2) | 99.98% (2) | 99.98% (2) |
-//! | 10000:5000 | 20 | 0 | 8 | 99.87% (14) | 99.89% (11) | 99.89% (11) | 99.89% (11) | 99.89% (12) |
-//! | 10000:5000 | 20 | 20 | 8 | 99.30% (74) | 99.11% (93) | 99.22% (82) | 99.11% (93) | 99.31% (72) |
-//! | 10000:5000 | 20 | 40 | 8 | 98.73% (133) | 98.35% (173) | 98.49% (158) | 98.35% (173) | 98.74% (132) |
+//! | 10000:5000 | 5 | 10 | 2 | 99.66% (35) | 99.64% (38) | 99.66% (35) | 99.64% (38) | 99.65% (37) |
+//! | 10000:5000 | 5 | 10 | 8 | 99.68% (33) | 99.66% (36) | 99.66% (36) | 99.64% (38) | 99.67% (34) |
+//! | 10000:5000 | 1 | 0 | 8 | 99.99% (1) | 99.98% (2) | 99.99% (1) | 99.98% (2) | 99.99% (1) |
+//! | 10000:5000 | 20 | 0 | 8 | 99.89% (11) | 99.89% (11) | 99.89% (11) | 99.89% (11) | 99.87% (14) |
+//! | 10000:5000 | 20 | 20 | 8 | 99.31% (73) | 99.13% (91) | 99.20% (84) | 99.11% (93) | 99.30% (74) |
+//! | 10000:5000 | 20 | 40 | 8 | 98.74% (133) | 98.35% (173) | 98.50% (157) | 98.35% (173) | 98.72% (134) |
 //! | 100000:50000 | 1 | 0 | 8 | 99.99% (1) | 99.98% (2) | 99.99% (2) | 99.98% (2) | 99.99% (1) |
-//! | 100000:50000 | 20 | 40 | 8 | 98.73% (134) | 98.35% (173) | 98.50% (158) | 98.35% (173) | 98.72% (134) |
-//! | 100:50 | 5 | 5 | 8 | 99.71% (30) | 99.81% (20) | 99.62% (40) | 99.81% (20) | 99.52% (50) |
+//! | 100000:50000 | 20 | 40 | 8 | 98.74% (133) | 98.35% (173) | 98.50% (157) | 98.35% (173) | 98.72% (134) |
+//! | 100:50 | 5 | 5 | 8 | 99.71% (30) | 99.81% (20) | 99.71% (30) | 99.81% (20) | 99.81% (20) |
 //! | 10:5 | 5 | 5 | 8 | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) | 99.05% (100) |
 //! | 1:1 | 5 | 5 | 8 | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) | 90.91% (1000) |
-//! | 10000:300 | 5 | 5 | 8 | 99.77% (23) | 99.68% (32) | 99.72% (28) | 98.98% (103) | 99.69% (31) |
-//! | 10000:100 | 5 | 0 | 8 | 99.94% (6) | 99.88% (12) | 99.90% (10) | 99.14% (86) | 96.53% (347) |
-//! | 10000:100 | 5 | 5 | 8 | 67.75% (3228) | 62.37% (3767) | 63.45% (3658) | 60.58% (3946) | 63.45% (3659) |
+//! | 10000:300 | 5 | 5 | 8 | 99.77% (23) | 99.68% (32) | 99.72% (28) | 98.98% (103) | 99.75% (25) |
+//! | 10000:100 | 5 | 0 | 8 | 99.95% (5) | 99.88% (12) | 99.91% (10) | 99.14% (86) | 99.93% (7) |
+//! | 10000:100 | 5 | 5 | 8 | 67.76% (3227) | 62.37% (3767) | 63.55% (3648) | 60.58% (3946) | 68.27% (3177) |
 //!
 //! The 1:1 and 10:5 rows are exactly what a single bucket admits from the same arrivals (the
 //! last token is minted at t = 10 s). The last rows are bursts smaller than the tokens in the
@@ -55,20 +55,25 @@ fn overload(limit: Limit) -> f64 {
     (3.0 * rate).max(2_000.0)
 }
 
-/// Tokens the system may fall short of `b + r·T` by under sustained overload: the refill lost
-/// while the first spends travel to the reconciler (about a delay and a tick at the start) and
-/// the tokens still in the pipeline when the window closes (about two delays), measured at
-/// `r·(3·delay + tick)`; allowed `r·(4·delay + 2·tick)`, plus a token of rounding per core
-/// and one at each end.
+/// Tokens the system may fall short of `b + r·T` under sustained overload: the refill lost
+/// while the first spends travel to the reconciler (about a delay and a tick at the start),
+/// the tokens still in the pipeline when the window closes (about two delays), and, when
+/// traffic has just moved, the lease the core it left still holds (until its quiet report has
+/// made the round trip: about a delay and a tick). Measured up to 0.87 of this over 3,000
+/// random cases (600 per pattern); allowed `r·(5·delay + 3·tick)`, plus a token of rounding
+/// per core and one at each end.
 fn shortfall_allowed(setup: &Setup, limit: Limit) -> f64 {
-    let lag_ns = 4 * setup.delay + 2 * setup.lease.tick_ns;
+    let lag_ns = 5 * setup.delay + 3 * setup.lease.tick_ns;
     limit.rate_milli() as f64 / 1000.0 * lag_ns as f64 / SEC as f64 + 2.0 + setup.cores as f64
 }
 
 /// The burst must hold the tokens that circulate in the lease loop (spent, not yet reported,
-/// re-granted, in flight) at rate r; below that, throughput is capped near b per round trip.
+/// re-granted, in flight: `r·(3·delay + 2·tick)`) and the lease of a core that traffic just
+/// left, until it is handed back (`r·(delay + tick)`). Below the first, throughput is capped
+/// near b per round trip; below the second, the stranded lease keeps the bucket at its cap and
+/// every move of the traffic between cores costs refill.
 fn loop_fits(setup: &Setup, limit: Limit) -> bool {
-    let loop_ns = 3 * setup.delay + 2 * setup.lease.tick_ns;
+    let loop_ns = 4 * setup.delay + 3 * setup.lease.tick_ns;
     let in_loop = limit.rate_milli() as f64 / 1000.0 * loop_ns as f64 / SEC as f64;
     limit.burst() as f64 >= in_loop + 2.0 * setup.cores as f64
 }
@@ -286,7 +291,8 @@ proptest! {
     }
 
     /// Promise 2 over random limits, cores, ticks and delays, for every sustained pattern.
-    /// Where the burst holds the lease loop, the shortfall against `b + r·T` stays within
+    /// Where the burst holds the lease loop and the lease a core keeps for a round trip after
+    /// traffic leaves it (`loop_fits`), the shortfall against `b + r·T` stays within
     /// `shortfall_allowed` (which is under 1% whenever `r·lag` is under 1% of `b + r·T`).
     #[test]
     fn never_much_under(
@@ -308,9 +314,11 @@ proptest! {
         let out = run(setup, &pattern, 10 * SEC);
         let ideal = burst as f64 + 10.0 * rate as f64;
         let admitted = out.admitted(0) as f64;
-        // The window ends at the last step, 0.1 ms before 10 s.
+        // The window ends at the last step, 0.1 ms before 10 s. Arrivals are whole requests
+        // per core per step, so the single bucket fed the same arrivals may also end a few
+        // tokens short (seen: 4 of 100,310 with 7 cores); a token per core is allowed for it.
         let last_step = rate as f64 * 1e-4;
-        prop_assert!(out.reference as f64 >= ideal - last_step - 3.0, "not limit-bound: {} of {ideal}, offered {}", out.reference, out.offered);
+        prop_assert!(out.reference as f64 >= ideal - last_step - 3.0 - cores as f64, "not limit-bound: {} of {ideal}, offered {}", out.reference, out.offered);
         prop_assert!(
             admitted >= ideal - allowed,
             "{name}: admitted {admitted} of {ideal}, allowed shortfall {allowed:.1}"

@@ -17,6 +17,7 @@ const RETRY_AFTER_UNKNOWN_MS: u32 = 1000;
 pub struct CoreLimiter {
     core: usize,
     ask_gap_ns: u64,
+    tick_ns: u64,
     /// Indexed by `LimitId`; grows when a grant or a table names a larger id.
     slots: Vec<Slot>,
     /// Lines about superseded generations (dropped leases, stale grants), sent with the next report.
@@ -44,8 +45,11 @@ struct Slot {
     /// demand rises asks for more before it runs dry.
     low_water: u64,
     retry_after_ms: u32,
-    /// The previous report carried activity; the next one says so even if it is quiet, so the
-    /// reconciler's demand estimate falls to zero without a timeout.
+    /// The core has reported activity and not yet a quiet period of a whole tick: the next
+    /// report goes out even if it is quiet, so the reconciler's demand estimate falls to zero
+    /// without a timeout. (A quiet report over a shorter period, e.g. just after an early ask,
+    /// only damps the estimate, and the core stays silent afterwards: without the tick-long
+    /// one the reconciler would go on topping up the lease of a core that traffic left.)
     active_last: bool,
 }
 
@@ -68,6 +72,7 @@ impl CoreLimiter {
         CoreLimiter {
             core,
             ask_gap_ns: config.ask_gap_ns,
+            tick_ns: config.tick_ns,
             slots: Vec::new(),
             stale: Vec::new(),
             last_report_at: now,
@@ -198,6 +203,8 @@ impl CoreLimiter {
 
     fn take_report(&mut self, now: Nanos, early: bool) -> CoreReport {
         let mut entries = std::mem::take(&mut self.stale);
+        let period_ns = now.saturating_sub(self.last_report_at);
+        let whole_tick = period_ns >= self.tick_ns;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let returned = slot.lease.saturating_sub(slot.target);
             let active = slot.spent > 0 || slot.unmet > 0;
@@ -213,9 +220,8 @@ impl CoreLimiter {
             slot.lease -= returned;
             slot.spent = 0;
             slot.unmet = 0;
-            slot.active_last = active;
+            slot.active_last = active || (slot.active_last && !whole_tick);
         }
-        let period_ns = now.saturating_sub(self.last_report_at);
         self.last_report_at = now;
         self.wanting = false;
         CoreReport {
@@ -362,15 +368,16 @@ mod tests {
 
     #[test]
     fn quiet_core_reports_once_then_nothing() {
+        const TICK: Nanos = 4_000_000;
         let mut c = limiter();
         c.apply(grant(0, &[(0, 1, 5, 5)]));
         assert!(
-            c.report(1).is_none(),
+            c.report(TICK).is_none(),
             "holding a lease at target is nothing to report"
         );
         c.check(&[LimitId(0)]).unwrap();
-        assert_eq!(c.report(2).unwrap().entries[0].spent, 1);
-        let quiet = c.report(3).unwrap();
+        assert_eq!(c.report(2 * TICK).unwrap().entries[0].spent, 1);
+        let quiet = c.report(3 * TICK).unwrap();
         assert_eq!(
             quiet.entries,
             vec![ReportEntry {
@@ -381,7 +388,30 @@ mod tests {
                 returned: 0
             }]
         );
-        assert!(c.report(4).is_none());
+        assert!(c.report(4 * TICK).is_none());
+    }
+
+    #[test]
+    fn the_closing_quiet_report_covers_a_whole_tick() {
+        // Refused, asks early, then traffic leaves: the tick report that follows the early ask
+        // by less than a tick is quiet but too short to say the demand is gone, so one more
+        // (a whole quiet tick) follows before the core falls silent.
+        const TICK: Nanos = 4_000_000;
+        let mut c = limiter();
+        c.apply(grant(0, &[(0, 1, 1, 8)]));
+        c.check(&[LimitId(0)]).unwrap();
+        assert!(c.check(&[LimitId(0)]).is_err());
+        let ask = c.early_ask(TICK / 2).expect("refused: an early ask");
+        assert_eq!(ask.entries[0].unmet, 1);
+        let short = c.report(TICK).expect("after activity");
+        assert_eq!(short.period_ns, TICK / 2);
+        assert_eq!(short.entries[0].spent + short.entries[0].unmet, 0);
+        let whole = c
+            .report(2 * TICK)
+            .expect("a whole quiet tick still to report");
+        assert_eq!(whole.period_ns, TICK);
+        assert_eq!(whole.entries[0].spent + whole.entries[0].unmet, 0);
+        assert!(c.report(3 * TICK).is_none(), "then silence");
     }
 
     #[test]
