@@ -1,16 +1,21 @@
 //! The response cache over real sockets: hits and misses (`x-cache`, `age`, replayed headers),
 //! TTL expiry, what varies the key, one backend call per key across cores once a reconciler tick
-//! has passed, coalescing of concurrent misses, client invalidation under each strategy, the
-//! admin flush on every core, the capacity bound with eviction, what is never stored, HEAD from
-//! GET entries, and hits over HTTP/2.
+//! has passed (with hits shown to come from both cores), coalescing of concurrent misses, a fill
+//! streaming to its first client before the backend has finished, a route opting POST in, client
+//! invalidation under each strategy, the admin flush on every core, the capacity bound with
+//! eviction, what is never stored, HEAD from GET entries, and hits over HTTP/2.
 //!
 //! Backends count their calls (`Reply::Numbered` puts the call's number in the body), so a
-//! response shows which backend call made it.
+//! response shows which backend call made it. Which core served a connection is read from a
+//! WebSocket connection id (it names its core): the connection upgrades once its HTTP part is done.
 
 mod common;
 mod tls_common;
 
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -82,6 +87,14 @@ fn results(gw: &Gateway, result: &str) -> u64 {
     metric(
         gw,
         &format!(r#"tollgate_cache_requests_total{{api="shop",stage="prod",result="{result}"}}"#),
+    )
+}
+
+/// As `results`, for the stage `prod` of another API.
+fn results_of(gw: &Gateway, api: &str, result: &str) -> u64 {
+    metric(
+        gw,
+        &format!(r#"tollgate_cache_requests_total{{api="{api}",stage="prod",result="{result}"}}"#),
     )
 }
 
@@ -182,7 +195,13 @@ fn listed_query_parameters_and_headers_vary_the_key_others_do_not() {
 #[test]
 fn one_backend_call_per_key_across_cores_after_a_tick() {
     let backend = numbered();
-    let gw = Gateway::start_cores(&config(&api(backend.addr, "ttl_s = 300", "")), Some(2));
+    let connects = Backend::start(Reply::ok(""));
+    let apis = format!(
+        "{}{}",
+        api(backend.addr, "ttl_s = 300", ""),
+        core_probe_api(&connects)
+    );
+    let gw = Gateway::start_cores(&config(&apis), Some(2));
     // Before any tick: each core may fill the key once, no more.
     for _ in 0..20 {
         assert_eq!(fetch(&gw, "/prod/a", &[]).status, 200);
@@ -198,14 +217,50 @@ fn one_backend_call_per_key_across_cores_after_a_tick() {
     eventually("the fill of /b reaches both cores", || {
         (metric(&gw, &format!("tollgate_cache_entries{STAGE}")) == 4).then_some(())
     });
-    for i in 0..40 {
-        // New connections: the kernel spreads them over both cores.
-        let r = fetch(&gw, "/prod/b", &[]);
+    // New connections until hits were answered on both cores (the kernel's SO_REUSEPORT hash
+    // decides; 40 connections all on one core has p = 2^-39). Each connection, after its hit,
+    // upgrades to a WebSocket API on the same socket, whose `$connect` event names the core.
+    let mut hits_on = [0usize; 2];
+    for i in 0..200 {
+        if i >= 20 && hits_on.iter().all(|&n| n > 0) {
+            break;
+        }
+        let mut c = gw.client();
+        let r = c.roundtrip(&get("/prod/b"));
         assert_eq!(r.header("x-cache"), Some("Hit"), "request {i}");
         assert_eq!(r.text(), format!("{after_b} /b"));
+        hits_on[connection_core(&mut c, &connects, i)] += 1;
     }
+    assert!(hits_on.iter().all(|&n| n > 0), "hits per core: {hits_on:?}");
     assert_eq!(calls(&backend), after_b, "one call in total for /b");
     assert!(gw.stderr().contains("2 core(s)"), "{}", gw.stderr());
+}
+
+/// A WebSocket API on host `ws.test` (the `shop` API has no host, so it serves every other one)
+/// whose `$connect` events go to `connects`: a probe of which core holds a connection.
+fn core_probe_api(connects: &Backend) -> String {
+    format!(
+        "[[api]]\nname = \"probe\"\nprotocol = \"websocket\"\nhost = \"ws.test\"\n\
+         [[api.route]]\nkey = \"$connect\"\n\
+         integration = {{ type = \"http\", uri = \"http://{}/connect\" }}\n",
+        connects.addr
+    )
+}
+
+/// The core serving `c`'s connection: upgrades it to the probe API (ending its HTTP use) and
+/// reads the core from the connection id of the `$connect` event, the `n`-th (0-based) the
+/// probe backend has seen.
+fn connection_core(c: &mut Client, connects: &Backend, n: usize) -> usize {
+    c.send(&ws_upgrade_request("/", &[("Host", "ws.test")]));
+    let r = c.read_response();
+    assert_eq!(r.status, 101, "upgrade: {}", r.text());
+    let events = connects.requests();
+    assert_eq!(events.len(), n + 1, "one $connect per probe");
+    let event: serde_json::Value = serde_json::from_slice(&events[n].body).expect("event JSON");
+    let id = event["requestContext"]["connectionId"]
+        .as_str()
+        .expect("connectionId");
+    usize::from(ws_id_core(id))
 }
 
 #[test]
@@ -231,6 +286,224 @@ fn concurrent_misses_coalesce_onto_one_backend_call() {
     );
     assert_eq!(tags.iter().filter(|t| *t == "Miss").count(), 1, "{tags:?}");
     assert_eq!(results(&gw, "coalesced"), 9);
+}
+
+/// A backend for one slow response: on its first request it sends a head announcing
+/// `2 * half` pattern bytes and the first `half`, then waits until the test releases it. Later
+/// requests get the whole body at once. Counts requests.
+struct StallingBackend {
+    addr: SocketAddr,
+    release: std::sync::mpsc::Sender<()>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl StallingBackend {
+    fn start(half: usize) -> StallingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        std::thread::spawn(move || {
+            let mut released = Some(released);
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut gate = released.take();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    // Each request is a head without a body (GET).
+                    loop {
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(n) if n > 0 => {}
+                                _ => return,
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+                             content-length: {}\r\n\r\n",
+                            2 * half
+                        );
+                        let mut out = head.into_bytes();
+                        out.extend_from_slice(pattern_at(0, half));
+                        if stream.write_all(&out).is_err() {
+                            return;
+                        }
+                        if let Some(gate) = gate.take() {
+                            // A closed channel (the test ended) releases too.
+                            let _ = gate.recv();
+                        }
+                        if stream.write_all(pattern_at(half as u64, half)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallingBackend {
+            addr,
+            release,
+            calls,
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_fill_streams_to_its_first_client_before_the_backend_finishes() {
+    const HALF: usize = 16 * 1024;
+    let backend = StallingBackend::start(HALF);
+    let gw = Gateway::start(&config(&format!(
+        "[[api]]\nname = \"s\"\n[[api.route]]\nkey = \"GET /{{proxy+}}\"\n\
+         integration = {{ type = \"http_proxy\", uri = \"http://{}/{{proxy}}\" }}\n\
+         [[api.stage]]\nname = \"prod\"\ncache = {{ enabled = true }}\n",
+        backend.addr
+    )));
+    let mut first = gw.client();
+    first.send(&get("/prod/slow"));
+    // The head and the first half arrive while the backend still holds back the rest: a read
+    // that waited for the whole body would time out here.
+    let mut got = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&got, b"\r\n\r\n")
+            && got.len() >= i + 4 + HALF
+        {
+            break i + 4;
+        }
+        let mut buf = [0u8; 64 * 1024];
+        let n = first
+            .stream
+            .read(&mut buf)
+            .expect("the first half before the end");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-cache: miss\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}\r\n", 2 * HALF)),
+        "{head}"
+    );
+    assert_eq!(got.len(), head_end + HALF, "only the first half was sent");
+    assert!(pattern_matches(0, &got[head_end..]));
+    assert_eq!(backend.calls(), 1);
+    // A second client for the key meanwhile waits on the fill instead of calling the backend.
+    let mut waiter = gw.client();
+    waiter.send(&get("/prod/slow"));
+    eventually("the waiter is counted", || {
+        (results_of(&gw, "s", "coalesced") == 1).then_some(())
+    });
+    backend.release.send(()).expect("the backend waits");
+    let mut rest = vec![0u8; HALF];
+    first
+        .stream
+        .read_exact(&mut rest)
+        .expect("the second half after the release");
+    assert!(pattern_matches(HALF as u64, &rest));
+    let w = waiter.read_response();
+    assert_eq!(w.body.len(), 2 * HALF);
+    assert!(pattern_matches(0, &w.body));
+    // The streamed response was stored whole.
+    let hit = fetch(&gw, "/prod/slow", &[]);
+    assert_eq!(hit.header("x-cache"), Some("Hit"));
+    assert_eq!(hit.body.len(), 2 * HALF);
+    assert!(pattern_matches(0, &hit.body));
+    assert_eq!(backend.calls(), 1);
+    // The first connection goes on.
+    let r = first.roundtrip(&get("/prod/slow"));
+    assert_eq!((r.header("x-cache"), r.body.len()), (Some("Hit"), 2 * HALF));
+}
+
+#[test]
+fn a_route_may_opt_post_in_and_post_is_not_cached_without_it() {
+    let backend = numbered();
+    let gw = Gateway::start(&config(&format!(
+        r#"
+[[api]]
+name = "shop"
+
+[[api.route]]
+key = "ANY /opt/{{proxy+}}"
+integration = {{ type = "http_proxy", uri = "http://{b}/opt/{{proxy}}" }}
+
+[[api.route]]
+key = "ANY /{{proxy+}}"
+integration = {{ type = "http_proxy", uri = "http://{b}/{{proxy}}" }}
+
+[[api.stage]]
+name = "prod"
+cache = {{ enabled = true }}
+route_cache = {{ "ANY /opt/{{proxy+}}" = {{ methods = ["GET", "POST"] }} }}
+"#,
+        b = backend.addr
+    )));
+    let post = |path: &str, body: &[u8]| gw.request(&request("POST", path, &[], body));
+    // The opted-in route: a POST fills (its body reaches the backend) and the next POST hits.
+    let r = post("/prod/opt/x", b"first");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("Miss")));
+    assert_eq!(r.text(), "1 /opt/x");
+    assert_eq!(backend.requests()[0].method, "POST");
+    assert_eq!(backend.requests()[0].body, b"first");
+    // The body is not part of the key (as the README says): another body hits the same entry.
+    for body in [&b"first"[..], b"second"] {
+        let r = post("/prod/opt/x", body);
+        assert_eq!(
+            (r.header("x-cache"), r.text()),
+            (Some("Hit"), "1 /opt/x".into())
+        );
+    }
+    // A chunked request body on a miss is forwarded whole.
+    let mut c = gw.client();
+    let mut req = b"POST /prod/opt/y HTTP/1.1\r\nHost: test.local\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    req.extend_from_slice(&chunked(b"chunked body", &[3, 5]));
+    let r = c.roundtrip(&req);
+    assert_eq!(
+        (r.header("x-cache"), r.text()),
+        (Some("Miss"), "2 /opt/y".into())
+    );
+    assert_eq!(backend.requests()[1].body, b"chunked body");
+    let r = c.roundtrip(&request("POST", "/prod/opt/y", &[], b""));
+    assert_eq!(r.header("x-cache"), Some("Hit"));
+    // The method is part of the key: GET has its own entry.
+    let r = fetch(&gw, "/prod/opt/x", &[]);
+    assert_eq!(
+        (r.header("x-cache"), r.text()),
+        (Some("Miss"), "3 /opt/x".into())
+    );
+    assert_eq!(fetch(&gw, "/prod/opt/x", &[]).text(), "3 /opt/x");
+    assert_eq!(calls(&backend), 3);
+    // Without the opt-in, POST is not cached: no x-cache, every POST reaches the backend; GET is.
+    for n in [4, 5] {
+        let r = post("/prod/plain", b"p");
+        assert_eq!(
+            (r.header("x-cache"), r.text()),
+            (None, format!("{n} /plain"))
+        );
+    }
+    assert_eq!(
+        fetch(&gw, "/prod/plain", &[]).header("x-cache"),
+        Some("Miss")
+    );
+    assert_eq!(
+        fetch(&gw, "/prod/plain", &[]).header("x-cache"),
+        Some("Hit")
+    );
+    assert_eq!(calls(&backend), 6);
+    assert_eq!(results(&gw, "hit"), 5);
+    assert_eq!(results(&gw, "miss"), 4);
 }
 
 /// Stages under each strategy, each with the invalidation token `tok`.
