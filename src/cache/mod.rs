@@ -35,8 +35,8 @@
 //!   it even if the channel is busy: an invalidation must not be dropped); on
 //!   `ToCore::Cache(fanout)`: `shard.apply_remote(&fanout, now)`.
 //! - **Control thread.** `Reconciler`: `ingest` each `FromCore::Cache`, and at its tick send
-//!   `tick()`'s `Fanout` (cheap clone) to every core. Admin `POST` flush of a stage:
-//!   `reconciler.flush_stage(stage, Instant::now())`.
+//!   `tick()`'s `Fanout` (cheap clone) to every core. The admin flush of a stage
+//!   (`DELETE /cache/{api}/{stage}`): `reconciler.flush_stage(stage, Instant::now())`.
 //! - **Response.** A hit replays `entry.status`, `entry.head` (header lines the driver
 //!   pre-encoded from the backend response, keeping those `replay_header` accepts), a fresh
 //!   `content-length`, `date`, `x-request-id`, `x-cache: Hit` and, optionally, `age`. A waiter
@@ -56,9 +56,9 @@
 //! entry it holds (bytes + `CACHE_ENTRY_OVERHEAD_BYTES`) against its share of the stage's
 //! capacity, so the sum over cores never exceeds `capacity_mb`; the price is that an entry held
 //! by all cores is charged on each, so distinct content is `capacity / cores` when everything is
-//! replicated. Not counted: bodies being collected by fills in flight (at most
-//! `CACHE_ENTRY_BYTES_MAX` each, one per concurrent miss) and entries held by responses being
-//! written or by messages in transit.
+//! replicated. Not counted: bodies being collected by fills in flight (at most the per-entry
+//! maximum each, `CACHE_ENTRY_BYTES_MAX` or less, one per concurrent miss) and entries held by
+//! responses being written or by messages in transit.
 //!
 //! Limits live here rather than in `limits.rs` only because this module was built apart; they
 //! belong there.
