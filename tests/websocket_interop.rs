@@ -509,3 +509,42 @@ fn tungstenite_relay_through_http_proxy_to_a_tungstenite_backend() {
     ws.send(Message::text("close 4002")).expect("send");
     expect_close(&mut ws, 4002, Some("backend closes"));
 }
+
+#[test]
+fn reload_leaves_an_open_proxied_websocket_working() {
+    let first = TungsteniteEcho::start();
+    let second = TungsteniteEcho::start();
+    let gw = Gateway::start(&proxy_config(first.addr));
+    let mut old = open(gw.addr, "/chat/a");
+    assert_eq!(ask(&mut old, "before"), "before");
+    // The route now names another backend: the open relay stays with the first one, a new
+    // upgrade goes to the second.
+    gw.rewrite_config(&proxy_config(second.addr));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(ask(&mut old, "after the reload"), "after the reload");
+    let mut new = open(gw.addr, "/chat/b");
+    assert_eq!(ask(&mut new, "new"), "new");
+    assert_eq!(first.log().targets, ["/ws/a"]);
+    assert_eq!(second.log().targets, ["/ws/b"]);
+    // A reload that drops the API: both relays keep working, new upgrades find no route.
+    gw.rewrite_config(&config(
+        "[[api]]\nname = \"other\"\n[[api.route]]\nkey = \"GET /x\"\nintegration = { type = \"mock\" }\n",
+    ));
+    assert_eq!(gw.reload().status, 200);
+    let big = vec![9u8; 200_000];
+    for ws in [&mut old, &mut new] {
+        assert_eq!(ask(ws, "still here"), "still here");
+        ws.send(Message::binary(big.clone())).expect("send");
+        match next(ws) {
+            Message::Binary(b) => assert!(b[..] == big[..]),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+    match try_open(gw.addr, "/chat/c", &[]) {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 404),
+        other => panic!("expected a 404, got {:?}", other.map(|_| "101")),
+    }
+    close_with(&mut old, 1000, "");
+    close_with(&mut new, 1000, "");
+    assert_eq!(first.log().closes.len() + second.log().closes.len(), 2);
+}
