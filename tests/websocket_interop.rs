@@ -389,6 +389,8 @@ impl TungsteniteEcho {
     }
 }
 
+// The handshake callback's signature is tungstenite's (its error is a whole HTTP response).
+#[allow(clippy::result_large_err)]
 fn tungstenite_echo_conn(stream: TcpStream, log: &Mutex<BackendLog>) {
     let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
     let callback = |req: &HsRequest, mut resp: HsResponse| {
