@@ -1,9 +1,13 @@
 //! WebSocket APIs end to end over real sockets: the handshake, `$connect` (mock and http
 //! backends), echo, routing by route key, `$default`, `return_response`, `$disconnect`, the
 //! `@connections` management API across cores, idle timeout, maximum age, pings, size limits,
-//! reloads, drain, and plain WebSocket proxying through an `http_proxy` route.
+//! reloads, drain (1001 to open connections, 503 to new upgrades), plain WebSocket proxying
+//! through an `http_proxy` route and its 501 when TLS is on either side, and the 426 for a
+//! websocket stage reached over HTTP/2. `tests/websocket_interop.rs` drives much of the same
+//! with an independent client and backend (tungstenite).
 
 mod common;
+mod tls_common;
 
 use std::time::{Duration, Instant};
 
@@ -752,6 +756,54 @@ fn drain_closes_websockets_with_1001() {
     assert_eq!(codes, [1001, 1001]);
 }
 
+#[test]
+fn drain_refuses_new_upgrades_with_503() {
+    let mut gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let mut a = WsClient::open(gw.addr, "/");
+    assert_eq!(a.ask("x"), "x");
+    // A connection accepted before the drain gets its first request served; its upgrade
+    // request is completed only once the drain has begun.
+    let mut c = gw.client();
+    let req = ws_upgrade_request("/", &[]);
+    let (first, rest) = req.split_at(req.len() - 2);
+    c.send(first);
+    eventually("the second connection accepted", || {
+        gw.metrics()
+            .contains("tollgate_connections_total 2")
+            .then_some(())
+    });
+    gw.signal(libc::SIGTERM);
+    // The open WebSocket's 1001 shows the drain has begun.
+    let f = a.recv();
+    assert_eq!(f.close_code(), Some(1001), "{f:?}");
+    c.send(rest);
+    let r = c.read_response();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["message"], "Service Unavailable");
+    assert!(r.says_close());
+    a.send_close(1001);
+    a.expect_eof();
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
+// ---- HTTP/2 ----
+
+#[test]
+fn websocket_stage_over_http2_answers_426() {
+    let gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let r = tls_common::block_on(async {
+        let mut send = tls_common::h2c(gw.addr).await;
+        tls_common::h2_request(&mut send, "GET", &format!("http://{HOST}/"), &[], b"").await
+    })
+    .expect("an h2 response");
+    assert_eq!(r.status, 426, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    assert_eq!(v["message"], "Upgrade Required");
+}
+
 // ---- plain WebSocket proxying ----
 
 #[test]
@@ -820,6 +872,64 @@ fn proxied_websockets_get_1001_at_drain() {
     assert_eq!(f.close_code(), Some(1001));
     ws.expect_eof();
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn proxying_a_websocket_with_tls_on_either_side_answers_501() {
+    let pki = tls_common::Pki::new();
+    let backend = WsEchoBackend::start();
+    let gw = Gateway::start(&config_with(
+        &format!(
+            "[[server.tls]]\nlisten = [\"127.0.0.1:0\"]\n\
+             certs = [{{ cert = \"{}\", key = \"{}\", domains = [\"localhost\"] }}]\n",
+            pki.server.cert.display(),
+            pki.server.key.display()
+        ),
+        "",
+        &format!(
+            "[[api]]\nname = \"p\"\n\
+             [[api.route]]\nkey = \"GET /plain\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://{b}/\" }}\n\
+             [[api.route]]\nkey = \"GET /secure\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"https://{b}/\" }}\n",
+            b = backend.addr
+        ),
+    ));
+    let check = |r: &Response, what: &str| {
+        assert_eq!(r.status, 501, "{what}: {}", r.text());
+        assert_eq!(r.json()["message"], "Not Implemented", "{what}");
+    };
+    // An https backend, plain client.
+    let r = WsClient::connect(gw.addr, "/secure", &[])
+        .err()
+        .expect("refused");
+    check(&r, "https backend");
+    // A TLS client, plain backend.
+    let mut s = tls_common::tls_connect(
+        gw.https[0],
+        "localhost",
+        tls_common::client_config(Some(&pki.ca.pem), &[b"http/1.1"], None),
+    )
+    .expect("tls");
+    let r = tls_common::roundtrip(&mut s, &ws_upgrade_request("/plain", &[])).expect("answer");
+    assert_eq!(r.status, 501, "tls client: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    assert_eq!(v["message"], "Not Implemented");
+    // Neither reached the backend, and both were logged.
+    assert!(backend.heads().is_empty(), "{:?}", backend.heads());
+    let log = eventually("the refusals logged", || {
+        let log = gw.stderr();
+        (log.matches("WebSocket proxying over TLS is not supported")
+            .count()
+            == 2)
+            .then_some(log)
+    });
+    assert!(log.contains("backend https: true"), "{log}");
+    assert!(log.contains("client tls: true"), "{log}");
+    // The same route without TLS relays.
+    let mut ws = WsClient::open(gw.addr, "/plain");
+    assert_eq!(ws.ask("plain works"), "plain works");
+    ws.close();
 }
 
 // ---- helpers ----

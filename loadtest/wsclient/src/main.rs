@@ -9,6 +9,12 @@
 //! every connection, then one answer read from each (so N messages are in flight at a time).
 //! Latency is from writing a message to reading its answer. Blocking std sockets, no runtime:
 //! what is measured is the server.
+//!
+//! Checked, so that a wrong server cannot pass for a fast one: the 101's `Sec-WebSocket-Accept`
+//! (for the fixed key sent), and that every answer is the message sent, same type and bytes
+//! (fragmented answers are reassembled). A wrong answer (a throttled message's "Too Many
+//! Requests", say) counts as an error (exit status 1) and drops its connection; it never counts
+//! as a message.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -82,10 +88,16 @@ fn split_url(url: &str) -> (String, String) {
     }
 }
 
+/// The key every connection sends (RFC 6455 §1.3's example) and the accept value it implies.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
 struct Conn {
     s: TcpStream,
     buf: Vec<u8>,
     sent_at: Instant,
+    /// A fragmented answer being reassembled: its opcode and the payload so far.
+    partial: Option<(u8, Vec<u8>)>,
 }
 
 fn connect(authority: &str, path: &str) -> io::Result<Conn> {
@@ -99,7 +111,7 @@ fn connect(authority: &str, path: &str) -> io::Result<Conn> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )?;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut tmp = [0u8; 4096];
@@ -114,11 +126,24 @@ fn connect(authority: &str, path: &str) -> io::Result<Conn> {
                 let line = String::from_utf8_lossy(&buf[..buf.len().min(60)]).into_owned();
                 return Err(io::Error::other(format!("upgrade refused: {line}")));
             }
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let accept = head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("sec-websocket-accept")
+                    .then(|| v.trim().to_string())
+            });
+            if accept.as_deref() != Some(ACCEPT) {
+                return Err(io::Error::other(format!(
+                    "wrong Sec-WebSocket-Accept: {accept:?}, expected {ACCEPT}"
+                )));
+            }
             buf.drain(..end + 4);
             return Ok(Conn {
                 s,
                 buf,
                 sent_at: Instant::now(),
+                partial: None,
             });
         }
     }
@@ -142,29 +167,51 @@ fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], key: [u8; 4]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
 }
 
-/// Reads the next data message's length (pings answered, pongs skipped). Errors on a close.
-fn read_message(c: &mut Conn, scratch: &mut Vec<u8>) -> io::Result<usize> {
+/// Reads the next data message (pings answered, pongs skipped) and checks that it is
+/// `expected` with `opcode_sent`. Errors on a close or a wrong answer.
+fn read_message(
+    c: &mut Conn,
+    scratch: &mut Vec<u8>,
+    opcode_sent: u8,
+    expected: &[u8],
+) -> io::Result<()> {
     let mut tmp = [0u8; 64 * 1024];
     loop {
-        if let Some((opcode, header, len)) = parse(&c.buf)
+        if let Some((fin, opcode, header, len)) = parse(&c.buf)
             && c.buf.len() >= header + len
         {
-            let payload: Vec<u8> = if opcode == 0x9 {
-                c.buf[header..header + len].to_vec()
-            } else {
-                Vec::new()
-            };
-            c.buf.drain(..header + len);
-            match opcode {
-                0x1 | 0x2 => return Ok(len),
-                0x9 => {
-                    frame(scratch, 0xA, &payload, [1, 2, 3, 4]);
+            let payload = &c.buf[header..header + len];
+            let mut done = None;
+            match (opcode, c.partial.as_mut()) {
+                // The usual case, checked in place.
+                (0x1 | 0x2, None) if fin => {
+                    done = Some(check(opcode, payload, opcode_sent, expected))
+                }
+                (0x1 | 0x2, None) => c.partial = Some((opcode, payload.to_vec())),
+                (0x0, Some((_, so_far))) => {
+                    so_far.extend_from_slice(payload);
+                    if fin {
+                        let (op, whole) = c.partial.take().expect("matched Some");
+                        done = Some(check(op, &whole, opcode_sent, expected));
+                    }
+                }
+                (0x9, _) => {
+                    frame(scratch, 0xA, payload, [1, 2, 3, 4]);
                     c.s.write_all(scratch)?;
                 }
-                0x8 => return Err(io::Error::other("the server closed the connection")),
-                _ => {}
+                (0xA, _) => {}
+                (0x8, _) => return Err(io::Error::other("the server closed the connection")),
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "unexpected frame, opcode {opcode:#x}"
+                    )));
+                }
             }
-            continue;
+            c.buf.drain(..header + len);
+            match done {
+                Some(r) => return r,
+                None => continue,
+            }
         }
         let n = c.s.read(&mut tmp)?;
         if n == 0 {
@@ -174,8 +221,27 @@ fn read_message(c: &mut Conn, scratch: &mut Vec<u8>) -> io::Result<usize> {
     }
 }
 
-/// (opcode, header length, payload length) of the server frame at the start of `b`.
-fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
+/// Whether an answer is the message sent.
+fn check(opcode: u8, payload: &[u8], opcode_sent: u8, expected: &[u8]) -> io::Result<()> {
+    if opcode != opcode_sent {
+        return Err(io::Error::other(format!(
+            "wrong answer: opcode {opcode:#x}, sent {opcode_sent:#x}"
+        )));
+    }
+    if payload != expected {
+        let n = payload.len().min(200);
+        return Err(io::Error::other(format!(
+            "wrong answer: {} bytes ({:?}), sent {} bytes",
+            payload.len(),
+            String::from_utf8_lossy(&payload[..n]),
+            expected.len()
+        )));
+    }
+    Ok(())
+}
+
+/// (fin, opcode, header length, payload length) of the server frame at the start of `b`.
+fn parse(b: &[u8]) -> Option<(bool, u8, usize, usize)> {
     let (b0, b1) = (*b.first()?, *b.get(1)?);
     let (len, header) = match b1 & 0x7F {
         126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
@@ -186,7 +252,7 @@ fn parse(b: &[u8]) -> Option<(u8, usize, usize)> {
         }
         n => (n as usize, 2),
     };
-    Some((b0 & 0x0F, header, len))
+    Some((b0 & 0x80 != 0, b0 & 0x0F, header, len))
 }
 
 struct Stats {
@@ -248,7 +314,7 @@ fn worker(
                 broken.push(i);
                 continue;
             }
-            match read_message(c, &mut scratch) {
+            match read_message(c, &mut scratch, opcode, &payload) {
                 Ok(_) => {
                     let now = Instant::now();
                     if now >= warm_until {
