@@ -11,8 +11,9 @@
 #      keeps serving.
 #   3. A stuck core (debug hook) silences WATCHDOG=1: systemd aborts and restarts the service.
 #   4. `systemctl stop` drains and the process exits 0.
-#   5. Blue/green upgrade with tollgate@.service: green starts beside blue on the same port
-#      (same dynamic UID), blue stops; a client loop sees no failed request.
+#   5. Blue/green upgrade with tollgate@.service, admin listener on its fixed port as in
+#      production: green starts beside blue on the same ports (same dynamic UID), blue stops; a
+#      client loop sees no failed request, and green answers on the admin port afterwards.
 #
 #   systemd/boot-test.sh [path/to/tollgate]     (default target/debug/tollgate; run as root)
 #
@@ -154,8 +155,9 @@ guest systemctl stop tollgate
 [[ $(show tollgate Result) == success && $(show tollgate ExecMainStatus) == 0 ]] \
     && pass "systemctl stop: drained, exit 0" || fail "stop: $(show tollgate Result)"
 
-# 5. Blue/green. The admin listener is disabled: it cannot be shared (see README.md).
-write_config "" "" "blue"
+# 5. Blue/green, with the admin listener on 9901: both ports are SO_REUSEPORT, so green binds
+# them while blue still holds them.
+write_config "127.0.0.1:9901" "" "blue"
 nsenter -t "$leader" -n sysctl -q -w net.ipv4.tcp_migrate_req=1 || true
 guest systemctl start tollgate@blue
 cat >"$base/loop.sh" <<'EOF'
@@ -172,7 +174,7 @@ for i in 1 2; do
     loops+=($!)
 done
 sleep 1
-write_config "" "" "green"
+write_config "127.0.0.1:9901" "" "green"
 guest systemctl start tollgate@green || fail "green did not start beside blue"
 [[ $(guest ps -o uid= -p "$(show tollgate@blue MainPID)") == $(guest ps -o uid= -p "$(show tollgate@green MainPID)") ]] \
     || fail "blue and green run as different users (SO_REUSEPORT needs one uid)"
@@ -187,6 +189,8 @@ read -r ok2 bad2 <"$base/loop2"
     && pass "blue/green: $((ok1 + ok2)) requests, none failed" \
     || fail "blue/green: $((ok1 + ok2)) ok, $((bad1 + bad2)) failed"
 [[ $(show tollgate@blue Result) == success ]] || fail "blue did not exit cleanly"
+[[ $(guest curl -s --max-time 5 http://127.0.0.1:9901/healthz || true) == *'"ok"'* ]] \
+    && pass "green serves the admin port after blue left" || fail "no admin answer from green"
 guest systemctl stop tollgate@green
 
 ((failed == 0)) || exit 1

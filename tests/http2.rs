@@ -383,6 +383,13 @@ fn drain_sends_goaway_and_finishes_streams_in_flight() {
     let (mut gw, _backend) = start_spec(spec, "shutdown_timeout_ms = 5000");
     let addr = gw.addr;
     let pid = gw.pid;
+    // An idle connection, served (its SETTINGS read) before the drain: it must see the GOAWAY.
+    let mut idle = raw_h2(addr);
+    let mut head = [0u8; 9];
+    idle.read_exact(&mut head).unwrap();
+    assert_eq!(head[3], 4, "SETTINGS first");
+    let len = ((head[0] as usize) << 16) | ((head[1] as usize) << 8) | head[2] as usize;
+    idle.read_exact(&mut vec![0u8; len]).unwrap();
     let (inflight, after) = block_on(async move {
         let mut s = h2c(addr).await;
         let mut s2 = s.clone();
@@ -399,7 +406,11 @@ fn drain_sends_goaway_and_finishes_streams_in_flight() {
     let r = inflight.expect("the stream in flight completes");
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
     assert!(after.is_err(), "no new stream after GOAWAY");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    assert_eq!(read_until_goaway(&mut idle), Some(0), "GOAWAY NO_ERROR");
+    // A client closes an idle connection once it has the GOAWAY.
+    drop(idle);
+    let status = gw.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "exit status {status:?}");
 }
 
 #[test]
