@@ -194,8 +194,8 @@ impl Conn {
 
     /// A connection error the RFC gives `rfc_code`, where h2 0.4 (the HTTP/2 library) sends GOAWAY
     /// `PROTOCOL_ERROR`: its frame decoder maps every malformed SETTINGS, PING or RST_STREAM frame,
-    /// and an out-of-range SETTINGS_INITIAL_WINDOW_SIZE, to that code. The connection still ends and nothing of
-    /// the frame is applied; only the code differs (README lists these cases).
+    /// and an out-of-range SETTINGS_INITIAL_WINDOW_SIZE, to that code. The connection still ends
+    /// and nothing of the frame is applied; only the code differs (README lists these cases).
     fn expect_connection_error_coded_by_h2(&mut self, rfc_code: u32) {
         assert_ne!(rfc_code, PROTOCOL_ERROR);
         assert_eq!(self.reaction(), Reaction::GoAway(PROTOCOL_ERROR));
