@@ -551,3 +551,132 @@ integration = { type = "mock", echo = true }
         assert_eq!(payload, msg.as_bytes(), "echoed over TLS");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Session resumption and the handshake deadline
+
+/// A client config trusting the test CA, for `versions` only, with `resumption`. Its session
+/// store is shared by every connection made with it.
+fn resuming_client(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    resumption: rustls::client::Resumption,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca.pem).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = resumption;
+    std::sync::Arc::new(config)
+}
+
+/// One connection and one request (which also reads the session tickets the server sends after
+/// a TLS 1.3 handshake); how the handshake went.
+fn handshake_kind(addr: SocketAddr, cfg: &std::sync::Arc<rustls::ClientConfig>) -> String {
+    let mut s = tls_connect(addr, "localhost", cfg.clone()).expect("tls connect");
+    let r = roundtrip(&mut s, &get_req("/hello", "localhost")).expect("response");
+    assert_eq!(r.status, 200);
+    format!("{:?}", s.conn.handshake_kind().expect("handshake done"))
+}
+
+#[test]
+fn sessions_resume_on_every_core_and_across_reloads() {
+    let pki = Pki::new();
+    let backend = Backend::start(Reply::ok("x"));
+    // Two cores: the connections land on either, and each core must accept the other's tickets
+    // and session ids.
+    let gw = Gateway::start_cores(&tls_config(&pki, "", backend.addr), Some(2));
+    let addr = gw.https[0];
+    let cases = [
+        ("TLS 1.3 ticket", &rustls::version::TLS13, None),
+        (
+            "TLS 1.2 ticket",
+            &rustls::version::TLS12,
+            Some(rustls::client::Tls12Resumption::SessionIdOrTickets),
+        ),
+        (
+            "TLS 1.2 session id",
+            &rustls::version::TLS12,
+            Some(rustls::client::Tls12Resumption::SessionIdOnly),
+        ),
+    ];
+    for (what, version, tls12) in cases {
+        let mut resumption = rustls::client::Resumption::in_memory_sessions(64);
+        if let Some(t) = tls12 {
+            resumption = resumption.tls12_resumption(t);
+        }
+        let cfg = resuming_client(&pki, &[version], resumption);
+        assert_eq!(handshake_kind(addr, &cfg), "Full", "{what}: the first");
+        for i in 0..8 {
+            assert_eq!(
+                handshake_kind(addr, &cfg),
+                "Resumed",
+                "{what}: connection {i}"
+            );
+        }
+        // A reload builds new TLS configs; the ticket key and session cache carry over.
+        let r = gw.reload();
+        assert_eq!(r.status, 200, "{}", r.text());
+        for i in 0..4 {
+            assert_eq!(
+                handshake_kind(addr, &cfg),
+                "Resumed",
+                "{what}: after reload, connection {i}"
+            );
+        }
+    }
+    // A client without a session gets a full handshake (resumption is not faked).
+    let fresh = resuming_client(
+        &pki,
+        &[&rustls::version::TLS13],
+        rustls::client::Resumption::disabled(),
+    );
+    assert_eq!(handshake_kind(addr, &fresh), "Full");
+}
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_closed() {
+    let pki = Pki::new();
+    let backend = Backend::start(Reply::ok("x"));
+    // header_read_timeout_ms bounds the handshake; the [server] line goes before the TLS table.
+    let cfg = tls_config(&pki, "", backend.addr).replacen(
+        "[[server.tls]]",
+        "header_read_timeout_ms = 300\n\n[[server.tls]]",
+        1,
+    );
+    let gw = Gateway::start(&cfg);
+    let addr = gw.https[0];
+    // One sends nothing, one half a ClientHello record header.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+    for (what, s) in [("silent", &mut silent), ("partial", &mut partial)] {
+        // The bound only keeps a broken gateway from hanging the test.
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("{what}: {n} unexpected bytes"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ),
+                "{what}: not closed: {e}"
+            ),
+        }
+    }
+    common::eventually("both counted as failed handshakes", || {
+        gw.metrics()
+            .contains("tollgate_tls_handshake_failures_total 2")
+            .then_some(())
+    });
+    // Others are served.
+    assert_eq!(h1_get(&gw, &pki, "/hello").status, 200);
+}
