@@ -680,3 +680,39 @@ fn a_client_that_never_finishes_the_handshake_is_closed() {
     // Others are served.
     assert_eq!(h1_get(&gw, &pki, "/hello").status, 200);
 }
+
+#[test]
+fn proxy_warnings_name_the_client_certificate_subject() {
+    let pki = Pki::new();
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        pki.client_ca.pem.display()
+    );
+    // Every /px/ request fails: 502 and a warning.
+    let gw = Gateway::start(&tls_config(&pki, &extra, common::refused_addr()));
+    let subject = "(client CN=client-1,O=Tollgate Tests)";
+    // HTTP/1.1 with a certificate, then without one.
+    let r = mtls_get(&gw, &pki, Some(&pki.client), &get_req("/px/h1", "x")).expect("h1");
+    assert_eq!(r.status, 502);
+    let r = mtls_get(&gw, &pki, None, &get_req("/px/anon", "x")).expect("anonymous");
+    assert_eq!(r.status, 502);
+    // HTTP/2 with a certificate.
+    let cfg = client_config(Some(&pki.ca.pem), &[b"h2"], Some(&pki.client));
+    let addr = gw.https[0];
+    let r = tls_common::block_on(async move {
+        let (mut send, _) = h2_tls(addr, "localhost", cfg).await;
+        h2_request(&mut send, "GET", "https://localhost/px/h2", &[], b"")
+            .await
+            .unwrap()
+    });
+    assert_eq!(r.status, 502);
+    let log = common::eventually("three proxy warnings", || {
+        let log = gw.stderr();
+        (log.matches("502").count() >= 3).then_some(log)
+    });
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("502")).collect();
+    assert_eq!(warnings.len(), 3, "{log}");
+    assert!(warnings[0].ends_with(subject), "h1: {}", warnings[0]);
+    assert!(!warnings[1].contains("(client "), "anonymous: {}", warnings[1]);
+    assert!(warnings[2].contains("(h2)") && warnings[2].ends_with(subject), "h2: {}", warnings[2]);
+}
