@@ -713,6 +713,83 @@ fn proxy_warnings_name_the_client_certificate_subject() {
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("502")).collect();
     assert_eq!(warnings.len(), 3, "{log}");
     assert!(warnings[0].ends_with(subject), "h1: {}", warnings[0]);
-    assert!(!warnings[1].contains("(client "), "anonymous: {}", warnings[1]);
-    assert!(warnings[2].contains("(h2)") && warnings[2].ends_with(subject), "h2: {}", warnings[2]);
+    assert!(
+        !warnings[1].contains("(client "),
+        "anonymous: {}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("(h2)") && warnings[2].ends_with(subject),
+        "h2: {}",
+        warnings[2]
+    );
+}
+
+/// The identity headers a client sends are never what a backend sees, over HTTP/1.1 or HTTP/2,
+/// with a certificate or without one; and they cannot vary the cache key (the key is built
+/// from the client's headers, so a client could name another client's identity).
+#[test]
+fn client_sent_identity_headers_are_replaced_and_cannot_key_the_cache() {
+    let pki = Pki::new();
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        pki.client_ca.pem.display()
+    );
+    let (gw, backend) = start(&pki, &extra);
+    let forged = [
+        ("x-client-cert-subject", "CN=admin"),
+        ("x-client-cert-fingerprint", "00"),
+    ];
+    let addr = gw.https[0];
+    for cert in [None, Some(&pki.client)] {
+        let mut req = b"GET /px/h1 HTTP/1.1\r\nhost: localhost\r\n".to_vec();
+        for (n, v) in forged {
+            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        assert_eq!(mtls_get(&gw, &pki, cert, &req).unwrap().status, 200);
+        let cfg = client_config(Some(&pki.ca.pem), &[b"h2"], cert);
+        let r = tls_common::block_on(async move {
+            let (mut send, _) = h2_tls(addr, "localhost", cfg).await;
+            h2_request(&mut send, "GET", "https://localhost/px/h2", &forged, b"")
+                .await
+                .unwrap()
+        });
+        assert_eq!(r.status, 200);
+    }
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 4);
+    let want = Some("CN=client-1,O=Tollgate Tests");
+    for (s, subject) in seen.iter().zip([None, None, want, want]) {
+        assert_eq!(s.header("x-client-cert-subject"), subject, "{}", s.target);
+        let n = s
+            .headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("x-client-cert-"))
+            .count();
+        assert_eq!(n, if subject.is_some() { 2 } else { 0 }, "{}", s.target);
+    }
+
+    // `validate` refuses them as cache key headers, stage-wide and per route.
+    for cache in [
+        r#"cache = { enabled = true, key_headers = ["accept", "X-Client-Cert-Subject"] }"#,
+        r#"route_cache = { "GET /" = { key_headers = ["x-client-cert-fingerprint"] } }"#,
+    ] {
+        let text = common::config(&format!(
+            "[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://127.0.0.1:9/\" }}\n\
+             [[api.stage]]\nname = \"prod\"\n{cache}\n"
+        ));
+        let out = std::process::Command::new(common::bin())
+            .arg("validate")
+            .arg(common::write_temp_config(&text))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cache}");
+        assert!(
+            err.contains("cannot vary the cache key: the client sends its own value"),
+            "{err}"
+        );
+    }
 }
