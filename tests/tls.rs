@@ -793,3 +793,90 @@ fn client_sent_identity_headers_are_replaced_and_cannot_key_the_cache() {
         );
     }
 }
+
+/// `examples/https.toml` with the README's steps: refused without its certificate, valid with
+/// one made by the README's openssl command, and served to curl over TLS (the openssl and curl
+/// parts are skipped with a message when the tools are missing).
+#[test]
+fn the_https_example_validates_and_serves_with_the_readme_certificate() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/https.toml");
+    let dir = tls_common::temp_dir("example");
+    let config = dir.join("https.toml");
+    std::fs::copy(example, &config).unwrap();
+    let validate = || {
+        let out = std::process::Command::new(common::bin())
+            .arg("validate")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = validate();
+    assert!(!ok && err.contains("certs/api.pem"), "{err}");
+
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let (cert, key) = (dir.join("certs/api.pem"), dir.join("certs/api.key"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .output();
+    if !openssl.is_ok_and(|o| o.status.success()) {
+        eprintln!("openssl not installed: using the test CA's certificate, and no curl");
+        let pki = Pki::new();
+        std::fs::copy(&pki.server.cert, &cert).unwrap();
+        std::fs::copy(&pki.server.key, &key).unwrap();
+        let (ok, err) = validate();
+        assert!(ok, "{err}");
+        return;
+    }
+    let (ok, err) = validate();
+    assert!(ok, "{err}");
+
+    // Served, on free ports, with the certificate paths made absolute.
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("\"certs/", &format!("\"{}/certs/", dir.display()));
+    let gw = Gateway::start(&text);
+    let port = gw.https[0].port();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-w", " %{http_version}"])
+        .arg(format!("https://localhost:{port}/hello/you"))
+        .output();
+    let Ok(out) = curl else {
+        eprintln!("curl not installed: skipping the request");
+        return;
+    };
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.starts_with(r#"{"hello":"you"}"#), "{body}");
+    assert!(body.ends_with(" 2"), "HTTP/2 by ALPN: {body}");
+}
