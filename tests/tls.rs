@@ -551,3 +551,332 @@ integration = { type = "mock", echo = true }
         assert_eq!(payload, msg.as_bytes(), "echoed over TLS");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Session resumption and the handshake deadline
+
+/// A client config trusting the test CA, for `versions` only, with `resumption`. Its session
+/// store is shared by every connection made with it.
+fn resuming_client(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    resumption: rustls::client::Resumption,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca.pem).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = resumption;
+    std::sync::Arc::new(config)
+}
+
+/// One connection and one request (which also reads the session tickets the server sends after
+/// a TLS 1.3 handshake); how the handshake went.
+fn handshake_kind(addr: SocketAddr, cfg: &std::sync::Arc<rustls::ClientConfig>) -> String {
+    let mut s = tls_connect(addr, "localhost", cfg.clone()).expect("tls connect");
+    let r = roundtrip(&mut s, &get_req("/hello", "localhost")).expect("response");
+    assert_eq!(r.status, 200);
+    format!("{:?}", s.conn.handshake_kind().expect("handshake done"))
+}
+
+#[test]
+fn sessions_resume_on_every_core_and_across_reloads() {
+    let pki = Pki::new();
+    let backend = Backend::start(Reply::ok("x"));
+    // Two cores: the connections land on either, and each core must accept the other's tickets
+    // and session ids.
+    let gw = Gateway::start_cores(&tls_config(&pki, "", backend.addr), Some(2));
+    let addr = gw.https[0];
+    let cases = [
+        ("TLS 1.3 ticket", &rustls::version::TLS13, None),
+        (
+            "TLS 1.2 ticket",
+            &rustls::version::TLS12,
+            Some(rustls::client::Tls12Resumption::SessionIdOrTickets),
+        ),
+        (
+            "TLS 1.2 session id",
+            &rustls::version::TLS12,
+            Some(rustls::client::Tls12Resumption::SessionIdOnly),
+        ),
+    ];
+    for (what, version, tls12) in cases {
+        let mut resumption = rustls::client::Resumption::in_memory_sessions(64);
+        if let Some(t) = tls12 {
+            resumption = resumption.tls12_resumption(t);
+        }
+        let cfg = resuming_client(&pki, &[version], resumption);
+        assert_eq!(handshake_kind(addr, &cfg), "Full", "{what}: the first");
+        for i in 0..8 {
+            assert_eq!(
+                handshake_kind(addr, &cfg),
+                "Resumed",
+                "{what}: connection {i}"
+            );
+        }
+        // A reload builds new TLS configs; the ticket key and session cache carry over.
+        let r = gw.reload();
+        assert_eq!(r.status, 200, "{}", r.text());
+        for i in 0..4 {
+            assert_eq!(
+                handshake_kind(addr, &cfg),
+                "Resumed",
+                "{what}: after reload, connection {i}"
+            );
+        }
+    }
+    // A client without a session gets a full handshake (resumption is not faked).
+    let fresh = resuming_client(
+        &pki,
+        &[&rustls::version::TLS13],
+        rustls::client::Resumption::disabled(),
+    );
+    assert_eq!(handshake_kind(addr, &fresh), "Full");
+}
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_closed() {
+    let pki = Pki::new();
+    let backend = Backend::start(Reply::ok("x"));
+    // header_read_timeout_ms bounds the handshake; the [server] line goes before the TLS table.
+    let cfg = tls_config(&pki, "", backend.addr).replacen(
+        "[[server.tls]]",
+        "header_read_timeout_ms = 300\n\n[[server.tls]]",
+        1,
+    );
+    let gw = Gateway::start(&cfg);
+    let addr = gw.https[0];
+    // One sends nothing, one half a ClientHello record header.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+    for (what, s) in [("silent", &mut silent), ("partial", &mut partial)] {
+        // The bound only keeps a broken gateway from hanging the test.
+        s.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("{what}: {n} unexpected bytes"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ),
+                "{what}: not closed: {e}"
+            ),
+        }
+    }
+    common::eventually("both counted as failed handshakes", || {
+        gw.metrics()
+            .contains("tollgate_tls_handshake_failures_total 2")
+            .then_some(())
+    });
+    // Others are served.
+    assert_eq!(h1_get(&gw, &pki, "/hello").status, 200);
+}
+
+#[test]
+fn proxy_warnings_name_the_client_certificate_subject() {
+    let pki = Pki::new();
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        pki.client_ca.pem.display()
+    );
+    // Every /px/ request fails: 502 and a warning.
+    let gw = Gateway::start(&tls_config(&pki, &extra, common::refused_addr()));
+    let subject = "(client CN=client-1,O=Tollgate Tests)";
+    // HTTP/1.1 with a certificate, then without one.
+    let r = mtls_get(&gw, &pki, Some(&pki.client), &get_req("/px/h1", "x")).expect("h1");
+    assert_eq!(r.status, 502);
+    let r = mtls_get(&gw, &pki, None, &get_req("/px/anon", "x")).expect("anonymous");
+    assert_eq!(r.status, 502);
+    // HTTP/2 with a certificate.
+    let cfg = client_config(Some(&pki.ca.pem), &[b"h2"], Some(&pki.client));
+    let addr = gw.https[0];
+    let r = tls_common::block_on(async move {
+        let (mut send, _) = h2_tls(addr, "localhost", cfg).await;
+        h2_request(&mut send, "GET", "https://localhost/px/h2", &[], b"")
+            .await
+            .unwrap()
+    });
+    assert_eq!(r.status, 502);
+    let log = common::eventually("three proxy warnings", || {
+        let log = gw.stderr();
+        (log.matches("502").count() >= 3).then_some(log)
+    });
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("502")).collect();
+    assert_eq!(warnings.len(), 3, "{log}");
+    assert!(warnings[0].ends_with(subject), "h1: {}", warnings[0]);
+    assert!(
+        !warnings[1].contains("(client "),
+        "anonymous: {}",
+        warnings[1]
+    );
+    assert!(
+        warnings[2].contains("(h2)") && warnings[2].ends_with(subject),
+        "h2: {}",
+        warnings[2]
+    );
+}
+
+/// The identity headers a client sends are never what a backend sees, over HTTP/1.1 or HTTP/2,
+/// with a certificate or without one; and they cannot vary the cache key (the key is built
+/// from the client's headers, so a client could name another client's identity).
+#[test]
+fn client_sent_identity_headers_are_replaced_and_cannot_key_the_cache() {
+    let pki = Pki::new();
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        pki.client_ca.pem.display()
+    );
+    let (gw, backend) = start(&pki, &extra);
+    let forged = [
+        ("x-client-cert-subject", "CN=admin"),
+        ("x-client-cert-fingerprint", "00"),
+    ];
+    let addr = gw.https[0];
+    for cert in [None, Some(&pki.client)] {
+        let mut req = b"GET /px/h1 HTTP/1.1\r\nhost: localhost\r\n".to_vec();
+        for (n, v) in forged {
+            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        assert_eq!(mtls_get(&gw, &pki, cert, &req).unwrap().status, 200);
+        let cfg = client_config(Some(&pki.ca.pem), &[b"h2"], cert);
+        let r = tls_common::block_on(async move {
+            let (mut send, _) = h2_tls(addr, "localhost", cfg).await;
+            h2_request(&mut send, "GET", "https://localhost/px/h2", &forged, b"")
+                .await
+                .unwrap()
+        });
+        assert_eq!(r.status, 200);
+    }
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 4);
+    let want = Some("CN=client-1,O=Tollgate Tests");
+    for (s, subject) in seen.iter().zip([None, None, want, want]) {
+        assert_eq!(s.header("x-client-cert-subject"), subject, "{}", s.target);
+        let n = s
+            .headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("x-client-cert-"))
+            .count();
+        assert_eq!(n, if subject.is_some() { 2 } else { 0 }, "{}", s.target);
+    }
+
+    // `validate` refuses them as cache key headers, stage-wide and per route.
+    for cache in [
+        r#"cache = { enabled = true, key_headers = ["accept", "X-Client-Cert-Subject"] }"#,
+        r#"route_cache = { "GET /" = { key_headers = ["x-client-cert-fingerprint"] } }"#,
+    ] {
+        let text = common::config(&format!(
+            "[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
+             integration = {{ type = \"http_proxy\", uri = \"http://127.0.0.1:9/\" }}\n\
+             [[api.stage]]\nname = \"prod\"\n{cache}\n"
+        ));
+        let out = std::process::Command::new(common::bin())
+            .arg("validate")
+            .arg(common::write_temp_config(&text))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cache}");
+        assert!(
+            err.contains("cannot vary the cache key: the client sends its own value"),
+            "{err}"
+        );
+    }
+}
+
+/// `examples/https.toml` with the README's steps: refused without its certificate, valid with
+/// one made by the README's openssl command, and served to curl over TLS (the openssl and curl
+/// parts are skipped with a message when the tools are missing).
+#[test]
+fn the_https_example_validates_and_serves_with_the_readme_certificate() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/https.toml");
+    let dir = tls_common::temp_dir("example");
+    let config = dir.join("https.toml");
+    std::fs::copy(example, &config).unwrap();
+    let validate = || {
+        let out = std::process::Command::new(common::bin())
+            .arg("validate")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = validate();
+    assert!(!ok && err.contains("certs/api.pem"), "{err}");
+
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let (cert, key) = (dir.join("certs/api.pem"), dir.join("certs/api.key"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .output();
+    if !openssl.is_ok_and(|o| o.status.success()) {
+        eprintln!("openssl not installed: using the test CA's certificate, and no curl");
+        let pki = Pki::new();
+        std::fs::copy(&pki.server.cert, &cert).unwrap();
+        std::fs::copy(&pki.server.key, &key).unwrap();
+        let (ok, err) = validate();
+        assert!(ok, "{err}");
+        return;
+    }
+    let (ok, err) = validate();
+    assert!(ok, "{err}");
+
+    // Served, on free ports, with the certificate paths made absolute.
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("\"certs/", &format!("\"{}/certs/", dir.display()));
+    let gw = Gateway::start(&text);
+    let port = gw.https[0].port();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-w", " %{http_version}"])
+        .arg(format!("https://localhost:{port}/hello/you"))
+        .output();
+    let Ok(out) = curl else {
+        eprintln!("curl not installed: skipping the request");
+        return;
+    };
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.starts_with(r#"{"hello":"you"}"#), "{body}");
+    assert!(body.ends_with(" 2"), "HTTP/2 by ALPN: {body}");
+}

@@ -1298,7 +1298,19 @@ fn names(
                 && v.bytes()
                     .all(|b| b > b' ' && b != b'&' && b != b'=' && b < 0x7f)
         };
-        if ok {
+        if header && v.to_ascii_lowercase().starts_with("x-client-cert-") {
+            // The gateway sets these from the verified client certificate on the way to the
+            // backend, but the key is built from the headers the client sent: listing one
+            // would let a client pick another client's cached responses.
+            errs.at(
+                n,
+                format!(
+                    "{what}: {v:?} cannot vary the cache key: the client sends its own value \
+                     (the gateway only sets it for the backend); do not cache responses that \
+                     depend on the client certificate"
+                ),
+            );
+        } else if ok {
             out.push(if header {
                 v.to_ascii_lowercase()
             } else {

@@ -438,8 +438,9 @@ fn answer_failure(
             if let Some(dropped) = sx.ctx.may_log() {
                 crate::log_warn!(
                     "proxy",
-                    "{} (h2): {why}{}",
+                    "{} (h2): {why}{}{}",
                     kind.status(),
+                    sx.info.client_str(),
                     suppressed(dropped)
                 );
             }

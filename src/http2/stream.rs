@@ -188,7 +188,7 @@ pub(super) async fn serve(
                         "proxy",
                         "h2 stream from {}{} cut: {} {why}{}",
                         info.peer.map_or_else(|| "?".to_string(), |p| p.to_string()),
-                        cert_str(&info),
+                        info.client_str(),
                         route.describe(&snap),
                         suppressed(dropped)
                     );
@@ -200,12 +200,6 @@ pub(super) async fn serve(
     };
     let us = started.elapsed().as_micros() as u64;
     ctx.metrics.borrow_mut().record(slot, status, us);
-}
-
-fn cert_str(info: &ConnInfo) -> String {
-    info.client_cert
-        .as_ref()
-        .map_or_else(String::new, |c| format!(" (client {})", c.subject))
 }
 
 pub(super) fn suppressed(n: u64) -> String {

@@ -192,7 +192,12 @@ pub(super) async fn forward_from_h2(
     let deadline = sx.started + Duration::from_millis(target.timeout_ms);
     let fail = |respond: &mut h2::server::SendResponse<Bytes>, f: Failure| match f {
         Failure::Respond(kind, why) => {
-            crate::log_warn!("proxy", "{} (h2 backend): {why}", kind.status());
+            crate::log_warn!(
+                "proxy",
+                "{} (h2 backend): {why}{}",
+                kind.status(),
+                sx.info.client_str()
+            );
             send_error(sx, respond, kind, None);
             Ok(kind.status())
         }

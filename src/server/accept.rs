@@ -41,6 +41,16 @@ pub struct ConnInfo {
     pub client_cert: Option<Rc<ClientCert>>,
 }
 
+impl ConnInfo {
+    /// `" (client <subject>)"` when the client showed a verified certificate, else empty: the
+    /// tail of a log line about one of its requests.
+    pub fn client_str(&self) -> String {
+        self.client_cert
+            .as_ref()
+            .map_or_else(String::new, |c| format!(" (client {})", c.subject))
+    }
+}
+
 /// Every address to listen on, plain ones first, with what each speaks.
 pub fn listener_plan(server: &ServerConfig) -> (Vec<SocketAddr>, Vec<ListenerKind>) {
     let mut addrs = server.listen.clone();

@@ -438,9 +438,10 @@ impl Conn {
                 if let Some(dropped) = self.ctx.may_log() {
                     crate::log_warn!(
                         "proxy",
-                        "{} {}: {why}{}",
+                        "{} {}: {why}{}{}",
                         kind.status(),
                         route.describe(snap),
+                        self.info.client_str(),
                         suppressed(dropped)
                     );
                 }
@@ -469,8 +470,9 @@ impl Conn {
                 if let Some(dropped) = self.ctx.may_log() {
                     crate::log_warn!(
                         "proxy",
-                        "connection from {} cut: {why}{}",
+                        "connection from {}{} cut: {why}{}",
                         peer_str(self.peer),
+                        self.info.client_str(),
                         suppressed(dropped)
                     );
                 }
