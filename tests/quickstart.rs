@@ -118,6 +118,11 @@ fn quickstart_unknown_path_is_404_and_dead_backend_is_502() {
     assert_eq!(r.status, 502);
     assert_eq!(r.json(), serde_json::json!({"message": "Bad Gateway"}));
 
+    // Admin: the README's /readyz answer.
+    let r = gw.admin_request("GET", "/readyz", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"status": "ready"}));
+
     let metrics = gw.metrics();
     assert!(
         metrics.contains("tollgate_requests_total{") && metrics.contains("status=\"404\""),
