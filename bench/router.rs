@@ -1,29 +1,35 @@
-//! `Router::find` at 10 and 10,000 routes, next to a naive linear scan over the same routes, and
-//! `Router::build` at 10,000 routes. Run: `cargo bench --bench router`.
+//! `Router::find` at 10 and 10,000 routes, next to a naive linear scan over the same routes and
+//! the router of a snapshot compiled from the equivalent config file; `Router::build` at 10,000
+//! routes; and the whole config path at 10,000 routes (read the file, parse the TOML, validate,
+//! compile). Run: `cargo bench --bench router` (`-- --quick` for one quick pass).
 //!
-//! Figures (2-core VM shared with other builds, load average ~2.8 during the run, so absolute
-//! numbers are inflated and noisy; release profile, one run, criterion medians):
+//! Figures (`cargo bench --bench router -- --quick`, release profile, one run, criterion
+//! medians; 2-core VM shared with other builds, load average 3-4 during the run, so absolute
+//! numbers are inflated and noisy):
 //!
-//! | case          | trie, 10 | naive, 10 | trie, 10k | naive, 10k |
-//! |---------------|----------|-----------|-----------|------------|
-//! | literal hit   | 138 ns   | 404 ns    | 155 ns    | 231 µs     |
-//! | param hit     | 182 ns   | 475 ns    | 162 ns    | 332 µs     |
-//! | param/sub hit | 266 ns   | 223 ns    | 126 ns    | 254 µs     |
-//! | greedy hit    | 116 ns   | 338 ns    | 113 ns    | 205 µs     |
-//! | miss          | 63 ns    | 231 ns    | 65 ns     | 117 µs     |
+//! | case          | trie, 10 | snapshot, 10 | naive, 10 | trie, 10k | snapshot, 10k | naive, 10k |
+//! |---------------|----------|--------------|-----------|-----------|---------------|------------|
+//! | literal hit   | 194 ns   | 255 ns       | 513 ns    | 253 ns    | 245 ns        | 419 µs     |
+//! | param hit     | 207 ns   | 185 ns       | 681 ns    | 225 ns    | 282 ns        | 590 µs     |
+//! | param/sub hit | 281 ns   | 268 ns       | 348 ns    | 254 ns    | 277 ns        | 640 µs     |
+//! | greedy hit    | 216 ns   | 215 ns       | 812 ns    | 197 ns    | 174 ns        | 411 µs     |
+//! | miss          | 127 ns   | 129 ns       | 383 ns    | 127 ns    | 123 ns        | 208 µs     |
 //!
-//! The trie does not grow with the table; the scan grows linearly. `Router::build` with 10,000
-//! routes: 2.4 ms.
+//! The trie does not grow with the table (differences between 10 and 10k are run-to-run noise of
+//! the same size as between trie and snapshot, which are the same code); the scan grows
+//! linearly. At 10,000 routes: `Router::build` 3.8 ms; `config::load` (read, TOML, validate)
+//! 146 ms; load and `compile` 187 ms.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use tollgate::config;
 use tollgate::router::{ApiSpec, Method, Params, RouteKey, Router, Segment};
 
-/// `count` routes: `/v1/resource{i}/{id}` and `/v1/resource{i}/{id}/sub` pairs, plus a literal
-/// health check and a few greedy file routes.
-fn keys(count: usize) -> Vec<RouteKey> {
+/// `count` route keys: `/v1/resource{i}/{id}` and `/v1/resource{i}/{id}/sub` pairs, plus a
+/// literal health check and a few greedy file routes.
+fn key_texts(count: usize) -> Vec<String> {
     let mut keys: Vec<String> = vec!["GET /v1/health".into(), "ANY /v1/files/{proxy+}".into()];
     keys.extend((0..3).map(|j| format!("GET /v1/blobs{j}/{{key+}}")));
     let mut i = 0;
@@ -33,9 +39,53 @@ fn keys(count: usize) -> Vec<RouteKey> {
         i += 1;
     }
     keys.truncate(count);
-    keys.iter()
+    keys
+}
+
+fn keys(count: usize) -> Vec<RouteKey> {
+    key_texts(count)
+        .iter()
         .map(|k| RouteKey::parse(k).expect("bench keys are valid"))
         .collect()
+}
+
+/// The same routes as a config file: GETs answer with a mock (a body template using the path
+/// parameter), everything else proxies (a URI template), so validation and compilation see both
+/// integrations.
+fn config_text(count: usize) -> String {
+    let mut text = String::from(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[api]]\nname = \"bench\"\nhost = \"api.example.com\"\n",
+    );
+    for key in key_texts(count) {
+        let integration = if key.starts_with("GET /v1/resource") {
+            r#"{ type = "mock", status = 200, headers = { "content-type" = "application/json" }, body = "{\"id\":\"${request.path.id}\"}" }"#
+        } else if key.starts_with("POST") {
+            r#"{ type = "http_proxy", uri = "http://127.0.0.1:9000/sub/{id}", timeout_ms = 5000 }"#
+        } else {
+            r#"{ type = "mock", body = "ok" }"#
+        };
+        text.push_str(&format!(
+            "\n[[api.route]]\nkey = \"{key}\"\nintegration = {integration}\n"
+        ));
+    }
+    text
+}
+
+/// `config_text(count)` written to a file (for `config::load`, which reads one).
+fn config_file(count: usize) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "tollgate-bench-router-{}-{count}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, config_text(count)).expect("write bench config");
+    path
+}
+
+/// Load (read, TOML, validate) and compile, as `serve` and a reload do.
+fn snapshot(path: &std::path::Path) -> config::Snapshot {
+    let cfg = config::load(path).expect("bench config is valid");
+    config::compile(cfg, 1).expect("bench config compiles")
 }
 
 fn spec(count: usize) -> Vec<ApiSpec> {
@@ -130,6 +180,10 @@ fn find(c: &mut Criterion) {
         let naive = Naive {
             routes: specs[0].routes.clone(),
         };
+        // The router of a snapshot compiled from the config file, as the cores use it.
+        let file = config_file(count);
+        let snap = snapshot(&file);
+        let _ = std::fs::remove_file(&file);
         let mut group = c.benchmark_group(format!("find_{count}"));
         for (name, method, path) in requests(count) {
             let mut params = Params::default();
@@ -142,6 +196,21 @@ fn find(c: &mut Criterion) {
                 "{name}: naive and trie disagree"
             );
             assert_eq!(want.is_none(), name == "miss", "{name}");
+            let from_file = snap
+                .router
+                .find("API.example.com", method, &path, &mut params)
+                .map(|m| m.route);
+            assert_eq!(from_file, want, "{name}: compiled config and trie disagree");
+            group.bench_function(format!("snapshot/{name}"), |b| {
+                b.iter(|| {
+                    snap.router.find(
+                        black_box("API.example.com"),
+                        black_box(method),
+                        black_box(&path),
+                        &mut params,
+                    )
+                })
+            });
             group.bench_function(format!("trie/{name}"), |b| {
                 b.iter(|| {
                     router.find(
@@ -167,6 +236,29 @@ fn build(c: &mut Criterion) {
     });
 }
 
+/// The whole start-up (and reload) path for 10,000 routes: read the file, parse the TOML,
+/// validate, compile the snapshot (router included).
+fn load(c: &mut Criterion) {
+    let file = config_file(10_000);
+    assert_eq!(
+        snapshot(&file)
+            .router
+            .find(
+                "api.example.com",
+                "GET",
+                "/v1/health",
+                &mut Params::default()
+            )
+            .map(|m| m.route),
+        Some(0)
+    );
+    let mut group = c.benchmark_group("config_10000");
+    group.bench_function("load", |b| b.iter(|| config::load(black_box(&file))));
+    group.bench_function("load_compile", |b| b.iter(|| snapshot(black_box(&file))));
+    group.finish();
+    let _ = std::fs::remove_file(&file);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -174,5 +266,5 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! { name = benches; config = config(); targets = find, build }
+criterion_group! { name = benches; config = config(); targets = find, build, load }
 criterion_main!(benches);

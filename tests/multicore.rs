@@ -1,5 +1,5 @@
 //! `--cores 2`: many concurrent connections, all served (which core takes which is the kernel's
-//! SO_REUSEPORT choice and is not asserted).
+//! SO_REUSEPORT choice and is not asserted); each core thread pinned to a CPU of its own.
 
 mod common;
 
@@ -61,4 +61,70 @@ integration = {{ type = "http_proxy", uri = "http://{}/{{n}}", timeout_ms = 1000
         "not started on 2 cores: {}",
         gw.stderr()
     );
+}
+
+/// CPUs in a `Cpus_allowed_list` value such as `0-2,5`.
+fn cpu_list(s: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().expect("cpu")),
+        }
+    }
+    cpus
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} missing in:\n{status}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn each_core_thread_is_pinned_to_its_own_cpu() {
+    let own = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let allowed = cpu_list(&status_field(&own, "Cpus_allowed_list:"));
+    if allowed.len() < 2 {
+        eprintln!("skipped: this test process may run on one CPU only ({allowed:?})");
+        return;
+    }
+    // At most 4 cores: thread names are cut at 15 bytes (`tollgate-core-9` is the longest kept).
+    let cores = allowed.len().min(4);
+    let gw = Gateway::start_cores(
+        &config(
+            "[[api]]\nname = \"pin\"\n[[api.route]]\nkey = \"GET /\"\nintegration = { type = \"mock\" }\n",
+        ),
+        Some(cores),
+    );
+    let mut pinned = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.pid)).expect("read task dir");
+    for task in tasks {
+        let dir = task.expect("task entry").path();
+        let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+            continue; // a thread that ended meanwhile
+        };
+        let name = status_field(&status, "Name:");
+        if name.starts_with("tollgate-core-") {
+            let cpus = cpu_list(&status_field(&status, "Cpus_allowed_list:"));
+            assert_eq!(cpus.len(), 1, "{name} may run on {cpus:?}, not one CPU");
+            assert!(
+                allowed.contains(&cpus[0]),
+                "{name} on {cpus:?}, outside {allowed:?}"
+            );
+            pinned.push((name, cpus[0]));
+        }
+    }
+    pinned.sort();
+    assert_eq!(pinned.len(), cores, "core threads: {pinned:?}");
+    let mut distinct: Vec<usize> = pinned.iter().map(|(_, cpu)| *cpu).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), cores, "two cores share a CPU: {pinned:?}");
 }

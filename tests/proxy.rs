@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -644,4 +645,91 @@ fn empty_post_is_forwarded_with_content_length_zero() {
     let r = gw.request(&request("POST", "/files/empty", &[], b""));
     assert_eq!(r.status, 200);
     assert_eq!(backend.requests()[0].header("content-length"), Some("0"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend resets (RST)
+
+/// A backend that reads each request head, writes `prefix`, then resets the connection
+/// (SO_LINGER 0 and close: the kernel sends RST instead of FIN). Counts the requests it read.
+fn resetting_backend(prefix: &'static [u8]) -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while common::find(&head, b"\r\n\r\n").is_none() {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(prefix);
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt on the open fd of `s` with a pointer to a live `linger` and its
+            // exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+            drop(s); // RST
+        }
+    });
+    (addr, count)
+}
+
+fn assert_reset_is_502(prefix: &'static [u8]) {
+    let (addr, count) = resetting_backend(prefix);
+    let gw = Gateway::start(&proxy_config(addr, refused_addr(), 10_000));
+    let mut c = gw.client();
+    for (i, req) in [
+        get("/users/1"),
+        request("POST", "/files/pay", &[], b"charge-once"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = c.roundtrip(req);
+        assert_eq!(r.status, 502, "request {i}: {}", r.text());
+        assert_eq!(r.json(), serde_json::json!({"message": "Bad Gateway"}));
+        assert!(r.header("x-request-id").is_some());
+    }
+    // A reset on a fresh connection is not a stale pooled one: neither request is replayed.
+    assert_eq!(count.load(Ordering::SeqCst), 2, "requests the backend read");
+    // The client connection survived both 502s, and the gateway logged the cause.
+    assert_eq!(c.roundtrip(&get("/nope")).status, 404);
+    common::eventually("a warn line per reset", || {
+        let log = gw.stderr();
+        let warned = log
+            .lines()
+            .filter(|l| l.contains("warn") && l.contains("502 api px") && l.contains("reset"))
+            .count();
+        (warned == 2).then_some(())
+    });
+}
+
+#[test]
+fn backend_reset_before_answering_is_502_json() {
+    assert_reset_is_502(b"");
+}
+
+#[test]
+fn backend_reset_in_the_middle_of_the_head_is_502_json() {
+    assert_reset_is_502(b"HTTP/1.1 200 OK\r\nContent-Le");
 }

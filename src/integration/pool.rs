@@ -260,7 +260,8 @@ impl UpstreamPool {
         let list = self.idle.entry((conn.addr, conn.tls_id)).or_default();
         if list.len() >= self.max_idle_per_host {
             // Drop the oldest: the most recent ones are the least likely to be closed by the backend.
-            list.remove(0);
+            // More than one when a reload lowered the cap below what is idle.
+            list.drain(..=list.len() - self.max_idle_per_host);
         }
         list.push((conn, now));
     }
@@ -277,5 +278,190 @@ impl UpstreamPool {
     /// Idle plain connections held for `addr` (for tests and metrics).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
         self.idle.get(&(addr, 0)).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream as StdStream};
+
+    /// A `[server]` section with these pool limits, through the config parser (so the keys are
+    /// the ones users write).
+    fn server(idle_max: usize, idle_timeout_ms: u64) -> ServerConfig {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_per_host_max = {idle_max}\n\
+             upstream_idle_timeout_ms = {idle_timeout_ms}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\n\
+             integration = {{ type = \"mock\" }}\n"
+        );
+        crate::config::parse(&text).expect("valid config").server
+    }
+
+    /// A backend on port 0 and `n` connections to it, tagged 1..=n in `uses`; the backend's ends
+    /// are returned too, so that the test decides when they close.
+    fn connections(n: u64) -> (SocketAddr, Vec<UpstreamConn>, Vec<StdStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut conns = Vec::new();
+        let mut peers = Vec::new();
+        for tag in 1..=n {
+            let std = StdStream::connect(addr).expect("connect");
+            peers.push(listener.accept().expect("accept").0);
+            let mut c = UpstreamConn::new(TcpStream::from_std(std).expect("compio stream"), addr);
+            c.uses = tag;
+            conns.push(c);
+        }
+        (addr, conns, peers)
+    }
+
+    /// Runs `f` on a compio runtime (compio sockets need one to exist and to be dropped).
+    fn on_runtime(f: impl FnOnce()) {
+        let rt = crate::runtime::build_runtime(None).expect("runtime");
+        rt.block_on(async move { f() });
+    }
+
+    fn take_tag(pool: &mut UpstreamPool, addr: SocketAddr, now: Instant) -> Option<u64> {
+        pool.take(addr, 0, now).map(|c| c.uses)
+    }
+
+    #[test]
+    fn cap_keeps_the_newest_and_drops_the_oldest() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(2, 60_000));
+            let (addr, conns, _peers) = connections(3);
+            let t0 = Instant::now();
+            for (i, c) in conns.into_iter().enumerate() {
+                pool.put(c, t0 + Duration::from_millis(i as u64));
+            }
+            assert_eq!(pool.idle_count(addr), 2);
+            let now = t0 + Duration::from_millis(10);
+            // Most recently returned first; 1, the oldest, was dropped when 3 came back.
+            assert_eq!(take_tag(&mut pool, addr, now), Some(3));
+            assert_eq!(take_tag(&mut pool, addr, now), Some(2));
+            assert_eq!(take_tag(&mut pool, addr, now), None);
+        });
+    }
+
+    #[test]
+    fn cap_of_zero_pools_nothing() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(0, 60_000));
+            let (addr, conns, _peers) = connections(2);
+            let t0 = Instant::now();
+            for c in conns {
+                pool.put(c, t0);
+            }
+            assert_eq!(pool.idle_count(addr), 0);
+            assert_eq!(take_tag(&mut pool, addr, t0), None);
+        });
+    }
+
+    #[test]
+    fn a_lowered_cap_applies_to_the_next_put() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(3, 60_000));
+            let (addr, conns, _peers) = connections(4);
+            let t0 = Instant::now();
+            let mut conns = conns.into_iter();
+            for c in conns.by_ref().take(3) {
+                pool.put(c, t0);
+            }
+            pool.reconfigure(&server(1, 60_000));
+            // Idle connections stay through a reload...
+            assert_eq!(pool.idle_count(addr), 3);
+            // ...until the next put, which brings the list down to the new cap, newest kept.
+            pool.put(conns.next().expect("a fourth"), t0);
+            assert_eq!(pool.idle_count(addr), 1);
+            assert_eq!(take_tag(&mut pool, addr, t0), Some(4));
+        });
+    }
+
+    #[test]
+    fn take_skips_expired_connections() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(8, 1_000));
+            let (addr, conns, _peers) = connections(2);
+            let t0 = Instant::now();
+            let mut conns = conns.into_iter();
+            pool.put(conns.next().expect("1"), t0);
+            pool.put(conns.next().expect("2"), t0 + Duration::from_millis(900));
+            // At t0+1.2 s: 2 has idled 300 ms (kept), 1 has idled 1.2 s (past the timeout).
+            let now = t0 + Duration::from_millis(1_200);
+            assert_eq!(take_tag(&mut pool, addr, now), Some(2));
+            assert_eq!(take_tag(&mut pool, addr, now), None);
+            assert_eq!(pool.idle_count(addr), 0, "the expired one was dropped");
+        });
+    }
+
+    #[test]
+    fn a_connection_idle_at_exactly_the_timeout_has_expired() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(8, 500));
+            let (addr, conns, _peers) = connections(1);
+            let t0 = Instant::now();
+            pool.put(conns.into_iter().next().expect("1"), t0);
+            assert_eq!(
+                take_tag(&mut pool, addr, t0 + Duration::from_millis(500)),
+                None
+            );
+        });
+    }
+
+    #[test]
+    fn sweep_drops_only_expired_connections() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(8, 1_000));
+            let (addr, conns, _peers) = connections(3);
+            let t0 = Instant::now();
+            for (i, c) in conns.into_iter().enumerate() {
+                pool.put(c, t0 + Duration::from_millis(400 * i as u64));
+            }
+            pool.sweep(t0 + Duration::from_millis(999));
+            assert_eq!(pool.idle_count(addr), 3);
+            // 1 (put at 0) and 2 (put at 400) have idled ≥ 1 s at 1.4 s; 3 (put at 800) has not.
+            pool.sweep(t0 + Duration::from_millis(1_400));
+            assert_eq!(pool.idle_count(addr), 1);
+            assert_eq!(
+                take_tag(&mut pool, addr, t0 + Duration::from_millis(1_400)),
+                Some(3)
+            );
+            pool.sweep(t0 + Duration::from_secs(10));
+            assert_eq!(pool.idle_count(addr), 0);
+        });
+    }
+
+    #[test]
+    fn a_long_idle_connection_the_backend_closed_is_not_handed_out() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(8, 60_000));
+            let (addr, conns, mut peers) = connections(2);
+            let t0 = Instant::now();
+            for c in conns {
+                pool.put(c, t0);
+            }
+            // The backend closes 2 (the one `take` would give first); 1 stays open.
+            drop(peers.remove(1));
+            // Make sure the FIN has arrived before the peek (loopback: immediate, but not ordered
+            // with our own syscalls by any guarantee).
+            std::thread::sleep(Duration::from_millis(20));
+            let later = t0 + CHECK_AFTER + Duration::from_millis(1);
+            assert_eq!(take_tag(&mut pool, addr, later), Some(1));
+            assert_eq!(take_tag(&mut pool, addr, later), None);
+        });
+    }
+
+    #[test]
+    fn pools_are_per_address_and_per_tls_settings() {
+        on_runtime(|| {
+            let mut pool = UpstreamPool::new(&server(8, 60_000));
+            let (addr, conns, _peers) = connections(1);
+            let (other, _, _) = connections(0);
+            let t0 = Instant::now();
+            pool.put(conns.into_iter().next().expect("1"), t0);
+            assert!(pool.take(other, 0, t0).is_none());
+            assert!(pool.take(addr, 7, t0).is_none(), "a TLS pool is apart");
+            assert_eq!(take_tag(&mut pool, addr, t0), Some(1));
+        });
     }
 }
