@@ -113,7 +113,7 @@ if [[ ! -x $wstest && -x $py27 ]]; then
     { python3 -m pip install -q virtualenv==20.21.1 \
         && python3 -m virtualenv -q -p "$py27" /tmp/ab \
         && /tmp/ab/bin/pip install -q autobahntestsuite; } >/dev/null 2>&1 \
-        || echo "    (could not install wstest)"
+        || { echo "could not install wstest with $py27 (pip install autobahntestsuite failed)" >&2; exit 1; }
 fi
 if [[ -x $wstest ]]; then
     step "Autobahn fuzzingclient against the gateway (loadtest/autobahn/gateway.sh)"
