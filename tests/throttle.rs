@@ -1,6 +1,7 @@
 //! Throttling over real sockets: 429 with Retry-After, account, stage and route limits, limit 0,
-//! throttled requests never reaching the backend, metrics by scope, reload keeping unchanged
-//! buckets, and WebSocket message throttles.
+//! the account limit switched off, throttled requests never reaching the backend, metrics by
+//! scope, reload keeping unchanged buckets and applying changed ones (but refusing a new reconcile
+//! tick), and WebSocket message throttles.
 //!
 //! Limits here use a rate of 1 per second and a small burst, and requests are spaced by a few
 //! reconcile ticks: a lease emptied by one request is refilled from the global bucket before the
@@ -60,12 +61,8 @@ fn route_limit_answers_429_with_retry_after_and_json() {
     assert_eq!(r.status, 429);
     assert_eq!(r.body, br#"{"message":"Too Many Requests"}"#);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    let retry: u64 = r
-        .header("retry-after")
-        .expect("Retry-After on a 429")
-        .parse()
-        .expect("whole seconds");
-    assert!(retry >= 1);
+    // Whole seconds until the limit likely has a token: 1/rate rounded up, so 1 s at rate 1.
+    assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.header("x-request-id").is_some());
     // Another route of the same stage has no route limit.
     assert_eq!(statuses(&gw, "/prod/b", 5), [200; 5]);
@@ -78,6 +75,15 @@ fn stage_limit_covers_every_route_of_the_stage() {
     let mut got = statuses(&gw, "/prod/a", 2);
     got.extend(statuses(&gw, "/prod/b", 4));
     assert_eq!(got, [200, 200, 200, 200, 429, 429]);
+    let m = gw.metrics();
+    assert!(
+        m.contains(
+            r#"tollgate_throttled_total{api="shop",stage="prod",route="GET /b",scope="stage"} 2"#
+        ),
+        "{m}"
+    );
+    assert!(!m.contains(r#"scope="account""#), "{m}");
+    assert!(!m.contains(r#"scope="route""#), "{m}");
 }
 
 #[test]
@@ -87,6 +93,35 @@ fn account_limit_covers_every_api() {
     let mut got = statuses(&gw, "/prod/a", 2);
     got.extend(statuses(&gw, "/prod/b", 2));
     assert_eq!(got, [200, 200, 200, 429]);
+    let m = gw.metrics();
+    assert!(
+        m.contains(
+            r#"tollgate_throttled_total{api="shop",stage="prod",route="GET /b",scope="account"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(!m.contains(r#"scope="stage""#), "{m}");
+}
+
+#[test]
+fn a_switched_off_account_limit_throttles_nothing_and_stage_limits_still_apply() {
+    // Written limits stay in the file but are not applied: rate 0 would otherwise refuse all.
+    let off = "\n[account.throttle]\nenabled = false\nrate = 0\nburst = 0\n";
+    let gw = Gateway::start(&config(&format!("{}{off}", api(""))));
+    assert_eq!(statuses(&gw, "/prod/a", 3), [200; 3]);
+    gw.rewrite_config(&config(&format!(
+        "{}{off}",
+        api("throttle = { rate = 1, burst = 2 }")
+    )));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(statuses(&gw, "/prod/b", 3), [200, 200, 429]);
+    // Switched back on (by reload), the account limit of 0 refuses everything.
+    gw.rewrite_config(&config(&format!("{}{}", api(""), account(0, 0))));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(statuses(&gw, "/prod/a", 2), [429, 429]);
+    let m = gw.metrics();
+    assert!(m.contains(r#"route="GET /b",scope="stage"} 1"#), "{m}");
+    assert!(m.contains(r#"route="GET /a",scope="account"} 2"#), "{m}");
 }
 
 #[test]
@@ -96,14 +131,18 @@ route_throttle = { "GET /a" = { rate = 0, burst = 0 } }"#));
     let gw = Gateway::start(&cfg);
     assert_eq!(statuses(&gw, "/prod/a", 3), [429, 429, 429]);
     assert_eq!(statuses(&gw, "/prod/b", 2), [200, 200]);
+    // A limit that never refills says so: a fixed 60 s (it has no rate to count on).
+    let r = gw.request(&get("/prod/a"));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("60"));
     let m = gw.metrics();
     assert!(
         m.contains(
-            r#"tollgate_throttled_total{api="shop",stage="prod",route="GET /a",scope="route"} 3"#
+            r#"tollgate_throttled_total{api="shop",stage="prod",route="GET /a",scope="route"} 4"#
         ),
         "{m}"
     );
-    assert!(m.contains(r#"route="GET /a",status="429"} 3"#), "{m}");
+    assert!(m.contains(r#"route="GET /a",status="429"} 4"#), "{m}");
 }
 
 #[test]
@@ -176,6 +215,61 @@ fn reload_keeps_unchanged_buckets_and_applies_new_limits() {
     )));
     assert_eq!(gw.reload().status, 200);
     assert_eq!(statuses(&gw, "/prod/a", 3), [200, 200, 200]);
+}
+
+#[test]
+fn reload_applies_a_changed_rate_and_burst() {
+    let cfg = |rate: u64, burst: u64| {
+        config(&api(&format!(
+            r#"route_throttle = {{ "GET /a" = {{ rate = {rate}, burst = {burst} }} }}"#
+        )))
+    };
+    // At 1,000/s the bucket refills between requests: it stays near its burst of 10.
+    let gw = Gateway::start(&cfg(1000, 10));
+    assert_eq!(statuses(&gw, "/prod/a", 4), [200; 4]);
+    // Rate 1, burst 3: the level is clamped to the new burst (not 10 left) and no longer
+    // refills between requests (as it did at the old rate).
+    gw.rewrite_config(&cfg(1, 3));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(statuses(&gw, "/prod/a", 5), [200, 200, 200, 429, 429]);
+    // Rate 0: closed, and it says so with the closed limit's Retry-After.
+    gw.rewrite_config(&cfg(0, 3));
+    assert_eq!(gw.reload().status, 200);
+    assert_eq!(statuses(&gw, "/prod/a", 2), [429, 429]);
+    assert_eq!(
+        gw.request(&get("/prod/a")).header("retry-after"),
+        Some("60")
+    );
+}
+
+#[test]
+fn reload_changing_the_reconcile_tick_is_refused() {
+    let cfg = |tick: &str| {
+        config(&format!(
+            "{}\n[account]\n{tick}\n",
+            api(r#"route_throttle = { "GET /a" = { rate = 1, burst = 1 } }"#)
+        ))
+    };
+    let gw = Gateway::start(&cfg("reconcile_tick_ms = 5"));
+    // The tick drives the control thread's timer and every lease's sizing: bound at start.
+    gw.rewrite_config(&cfg("reconcile_tick_ms = 20"));
+    let r = gw.reload();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("account.reconcile_tick_ms changed: restart to apply"),
+        "{}",
+        r.text()
+    );
+    eventually("the refusal logged", || {
+        gw.stderr()
+            .contains("account.reconcile_tick_ms changed")
+            .then_some(())
+    });
+    // The old config keeps serving, its buckets untouched; the same tick reloads fine.
+    assert_eq!(statuses(&gw, "/prod/a", 2), [200, 429]);
+    gw.rewrite_config(&cfg("reconcile_tick_ms = 5"));
+    assert_eq!(gw.reload().status, 200);
 }
 
 #[test]

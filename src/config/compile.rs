@@ -506,14 +506,17 @@ pub fn compile(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigEr
     }
 }
 
-/// The throttles a route passes, in checking order: account, stage, route.
+/// The throttles a route passes, in checking order: account (unless switched off), stage, route.
 pub(crate) fn route_throttles(
     config: &Config,
     api: &super::ApiConfig,
     stage: &super::StageConfig,
     route_key: &str,
 ) -> Vec<(String, Throttle, u8)> {
-    let mut throttles = vec![("account".to_string(), config.account.throttle, 0u8)];
+    let mut throttles = Vec::new();
+    if let Some(t) = config.account.throttle {
+        throttles.push(("account".to_string(), t, 0u8));
+    }
     if let Some(t) = stage.throttle {
         throttles.push((format!("stage:{}/{}", api.name, stage.name), t, 1));
     }
@@ -772,6 +775,47 @@ mod tests {
         t.path.render(path, &params, &mut out);
         assert_eq!(out, b"/x/7/y/a/b");
         assert_eq!(t.path.len(path, &params), out.len());
+    }
+
+    #[test]
+    fn a_switched_off_account_limit_leaves_stage_and_route_limits() {
+        let api = "[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /x\"\nintegration = { type = \"mock\" }\n\
+                   [[api.route]]\nkey = \"GET /y\"\nintegration = { type = \"mock\" }\n\
+                   [[api.stage]]\nname = \"p\"\nthrottle = { rate = 7, burst = 8 }\n\
+                   route_throttle = { \"GET /x\" = { rate = 1, burst = 2 } }\n";
+        let scopes = |snap: &Snapshot| -> Vec<Vec<(String, u8)>> {
+            snap.apis[0].stages[0]
+                .routes
+                .iter()
+                .map(|r| {
+                    r.throttles
+                        .iter()
+                        .map(|(k, _, s)| (k.clone(), *s))
+                        .collect()
+                })
+                .collect()
+        };
+        let on = parse_compile(&format!("{BASE}{api}"));
+        let off = parse_compile(&format!("{BASE}[account.throttle]\nenabled = false\n{api}"));
+        let (account, stage, route) = (
+            ("account".to_string(), 0),
+            ("stage:a/p".to_string(), 1),
+            ("route:a/p/GET /x".to_string(), 2),
+        );
+        assert_eq!(
+            scopes(&on),
+            [
+                vec![account.clone(), stage.clone(), route.clone()],
+                vec![account, stage.clone()]
+            ]
+        );
+        assert_eq!(scopes(&off), [vec![stage.clone(), route], vec![stage]]);
+        // With nothing else limiting it, a route has no throttle to check at all.
+        let bare = parse_compile(&format!(
+            "{BASE}[account.throttle]\nenabled = false\n\
+             [[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /x\"\nintegration = {{ type = \"mock\" }}\n"
+        ));
+        assert!(bare.apis[0].stages[0].routes[0].throttles.is_empty());
     }
 
     #[test]

@@ -334,13 +334,22 @@ struct RawRouteCache {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccount {
-    throttle: Option<S<RawThrottle>>,
+    throttle: Option<S<RawAccountThrottle>>,
     reconcile_tick_ms: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawThrottle {
+    rate: Option<S<i64>>,
+    burst: Option<S<i64>>,
+}
+
+/// `[account.throttle]`: a throttle that can also be switched off.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccountThrottle {
+    enabled: Option<S<bool>>,
     rate: Option<S<i64>>,
     burst: Option<S<i64>>,
 }
@@ -470,7 +479,7 @@ fn account(errs: &mut Errors, raw: Option<&S<RawAccount>>) -> AccountConfig {
             .throttle
             .as_ref()
             .map_or(AccountConfig::default().throttle, |t| {
-                throttle(errs, t, "account.throttle")
+                account_throttle(errs, t)
             }),
         reconcile_tick_ms: int(
             errs,
@@ -482,13 +491,44 @@ fn account(errs: &mut Errors, raw: Option<&S<RawAccount>>) -> AccountConfig {
     }
 }
 
+/// `[account.throttle]`: `None` with `enabled = false`. Switched off, rate and burst may stay
+/// written (turning it back on is one key) and are still range-checked, but need not be there.
+fn account_throttle(errs: &mut Errors, raw: &S<RawAccountThrottle>) -> Option<Throttle> {
+    let r = raw.get_ref();
+    if r.enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
+        for (v, field) in [(&r.rate, "rate"), (&r.burst, "burst")] {
+            let name = format!("account.throttle.{field}");
+            int(errs, v.as_ref(), &name, 0..=THROTTLE_MAX, 0u64);
+        }
+        return None;
+    }
+    Some(limit(
+        errs,
+        raw,
+        r.rate.as_ref(),
+        r.burst.as_ref(),
+        "account.throttle",
+    ))
+}
+
 /// `{ rate = r, burst = b }`, both required, both 0..=THROTTLE_MAX.
 fn throttle(errs: &mut Errors, raw: &S<RawThrottle>, what: &str) -> Throttle {
     let r = raw.get_ref();
+    limit(errs, raw, r.rate.as_ref(), r.burst.as_ref(), what)
+}
+
+/// A limit's rate and burst (errors at `at` when one is missing).
+fn limit<T>(
+    errs: &mut Errors,
+    at: &S<T>,
+    rate: Option<&S<i64>>,
+    burst: Option<&S<i64>>,
+    what: &str,
+) -> Throttle {
     let mut get = |v: Option<&S<i64>>, field: &str| match v {
         None => {
             errs.at(
-                raw,
+                at,
                 format!("{what}: needs {field} (e.g. {{ rate = 100, burst = 50 }})"),
             );
             0
@@ -501,8 +541,8 @@ fn throttle(errs: &mut Errors, raw: &S<RawThrottle>, what: &str) -> Throttle {
             0u64,
         ),
     };
-    let rate = get(r.rate.as_ref(), "rate");
-    let burst = get(r.burst.as_ref(), "burst");
+    let rate = get(rate, "rate");
+    let burst = get(burst, "burst");
     Throttle { rate, burst }
 }
 
@@ -3090,10 +3130,10 @@ name = "$default"
         ));
         assert_eq!(
             c.account.throttle,
-            Throttle {
+            Some(Throttle {
                 rate: 2000,
                 burst: 1000
-            }
+            })
         );
         assert_eq!(
             c.account.reconcile_tick_ms,
@@ -3111,10 +3151,10 @@ name = "$default"
         ));
         assert_eq!(
             c.account.throttle,
-            Throttle {
+            Some(Throttle {
                 rate: 10_000,
                 burst: 5_000
-            }
+            })
         );
 
         let bad = format!(
@@ -3138,6 +3178,43 @@ name = "$default"
             text.iter()
                 .any(|e| e.contains("route_throttle: API a has no route \"GET /nope\"")),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn account_throttle_can_be_switched_off() {
+        let base = "[server]\nlisten = [\"127.0.0.1:8080\"]\n";
+        let api = "[[api]]\nname = \"a\"\n[[api.route]]\nkey = \"GET /\"\nintegration = { type = \"mock\" }\n";
+        let off = |throttle: &str| format!("{base}[account.throttle]\n{throttle}\n{api}");
+        // Off: no rate or burst needed; written ones stay (to switch back with one key).
+        assert_eq!(ok(&off("enabled = false")).account.throttle, None);
+        assert_eq!(
+            ok(&off("enabled = false\nrate = 5\nburst = 5"))
+                .account
+                .throttle,
+            None
+        );
+        assert_eq!(
+            ok(&off("enabled = true\nrate = 5\nburst = 6"))
+                .account
+                .throttle,
+            Some(Throttle { rate: 5, burst: 6 })
+        );
+        // Switched off, a written rate is still checked; switched on, both are still required.
+        one_error(
+            &off("enabled = false\nrate = -1"),
+            5,
+            "account.throttle.rate: expected 0..=1000000000, got -1",
+        );
+        one_error(
+            &off("enabled = true\nrate = 5"),
+            3,
+            "account.throttle: needs burst",
+        );
+        let errs = parse(&off("enabled = \"no\"")).unwrap_err();
+        assert!(
+            errs[0].to_string().contains("expected a boolean"),
+            "{errs:?}"
         );
     }
 

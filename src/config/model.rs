@@ -90,7 +90,9 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountConfig {
     /// `[account.throttle]`; Amazon's account default (10,000 rps, 5,000 burst) when absent.
-    pub throttle: Throttle,
+    /// `None` with `enabled = false`: another gateway in front already enforces the account
+    /// limit, so requests pass only their stage and route limits.
+    pub throttle: Option<Throttle>,
     /// How often cores and the control thread reconcile throttle leases.
     pub reconcile_tick_ms: u64,
 }
@@ -98,10 +100,10 @@ pub struct AccountConfig {
 impl Default for AccountConfig {
     fn default() -> Self {
         AccountConfig {
-            throttle: Throttle {
+            throttle: Some(Throttle {
                 rate: crate::limits::ACCOUNT_RATE,
                 burst: crate::limits::ACCOUNT_BURST,
-            },
+            }),
             reconcile_tick_ms: crate::limits::RECONCILE_TICK_MS,
         }
     }
