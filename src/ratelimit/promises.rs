@@ -427,3 +427,39 @@ fn debug_case() {
         last = sim.out.admitted(0);
     }
 }
+
+#[test]
+fn sparse_traffic_after_a_refused_burst_is_not_refused() {
+    // A pipelined burst over a small burst limit leaves the core hungry with a large demand
+    // estimate; the sparse traffic after it (a request every 25 ms, far under the rate) must
+    // then pass as it does through a single bucket. It used to be refused for seconds: each
+    // whole quiet tick zeroed the demand estimate while the core was still hungry, its lease
+    // was taken back, and the next request, refused on an empty lease, renewed the hunger.
+    for (rate, burst) in [(1000, 3), (100, 3), (1000, 30), (10_000, 5)] {
+        for cores in [1, 2] {
+            for delay in [0, MS / 10, 5 * MS] {
+                let limit = Limit::per_second(rate, burst);
+                let mut sim = Sim::new(Setup::new(cores, 5 * MS, delay, vec![limit]));
+                sim.run(&Pattern::Even { rate: 0.0 }, 100 * MS);
+                sim.run(&Pattern::OneCore { rate: 20_000.0 }, 105 * MS);
+                let refused = sim.out.refused;
+                assert!(refused > 0, "the burst is over the limit");
+                // Settle a few round trips, then 40 rps on the same core for 3 s.
+                sim.run(&Pattern::Even { rate: 0.0 }, 150 * MS);
+                let (offered, reference) = (sim.out.offered, sim.out.reference);
+                sim.run(&Pattern::OneCore { rate: 40.0 }, 3 * SEC);
+                let offered = sim.out.offered - offered;
+                assert_eq!(
+                    sim.out.reference - reference,
+                    offered,
+                    "a single bucket admits all"
+                );
+                assert_eq!(
+                    sim.out.refused - refused,
+                    0,
+                    "{rate}/{burst}, {cores} cores, delay {delay} ns: refused some of {offered}"
+                );
+            }
+        }
+    }
+}

@@ -474,8 +474,11 @@ impl Bucket {
         let draining = demand >= u128::from(self.limit.rate_milli);
         let contended = !closed && (hungry || draining || fast >= supply);
         if contended {
+            // A hungry core keeps at least a token even when its demand estimate is zero:
+            // sparse traffic (under a request per tick) refused once would otherwise have every
+            // lease taken back until the hunger expires, and the next request refused again.
             for s in self.shares.iter_mut().filter(|s| s.hungry) {
-                s.target = s.lump;
+                s.target = s.lump.max(1);
             }
         } else if !closed {
             let mut left = supply - fast;
