@@ -14,23 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// A websocket API `w` with `settings` lines and `routes` (TOML).
-fn ws_config(settings: &str, routes: &str) -> String {
-    config(&format!(
-        "[[api]]\nname = \"w\"\nprotocol = \"websocket\"\n{settings}\n{routes}"
-    ))
-}
-
-fn route(key: &str, integration: &str) -> String {
-    format!("[[api.route]]\nkey = \"{key}\"\nintegration = {integration}\n")
-}
-
-const ECHO: &str = "{ type = \"mock\", echo = true }";
-
-fn http(addr: std::net::SocketAddr, path: &str) -> String {
-    format!("{{ type = \"http\", uri = \"http://{addr}{path}\" }}")
-}
-
 /// The events a backend received, parsed.
 fn events(b: &Backend) -> Vec<Value> {
     b.requests()
@@ -52,7 +35,7 @@ fn whoami(ws: &mut WsClient) -> String {
 fn whoami_route(echo_backend: &Backend) -> String {
     format!(
         "{}return_response = true\n",
-        route("whoami", &http(echo_backend.addr, "/whoami"))
+        ws_route("whoami", &ws_http(echo_backend.addr, "/whoami"))
     )
 }
 
@@ -62,7 +45,7 @@ fn whoami_route(echo_backend: &Backend) -> String {
 fn handshake_accept_key_and_subprotocols() {
     let gw = Gateway::start(&ws_config(
         "subprotocols = [\"v2\", \"v1\"]",
-        &route("$default", ECHO),
+        &ws_route("$default", WS_ECHO),
     ));
     let ws = WsClient::connect(gw.addr, "/", &[("Sec-WebSocket-Protocol", "v0, v1, v2")])
         .unwrap_or_else(|r| panic!("{r:?}"));
@@ -87,7 +70,7 @@ fn handshake_accept_key_and_subprotocols() {
 
 #[test]
 fn handshake_refusals() {
-    let gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let gw = Gateway::start(&ws_config("", &ws_route("$default", WS_ECHO)));
     let r = WsClient::connect(gw.addr, "/", &[("Sec-WebSocket-Version", "8")])
         .err()
         .unwrap();
@@ -126,8 +109,8 @@ fn connect_mock_allows_or_refuses() {
         "",
         &format!(
             "{}{}[[api.stage]]\nname = \"open\"\n[[api.stage]]\nname = \"shut\"\nvariables = {{ s = \"x\" }}\n",
-            route("$connect", "{ type = \"mock\", status = 200 }"),
-            route("$default", ECHO)
+            ws_route("$connect", "{ type = \"mock\", status = 200 }"),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let mut ws = WsClient::open(gw.addr, "/open");
@@ -136,11 +119,11 @@ fn connect_mock_allows_or_refuses() {
         "",
         &format!(
             "{}{}",
-            route(
+            ws_route(
                 "$connect",
                 "{ type = \"mock\", status = 403, body = \"{\\\"message\\\":\\\"no entry\\\"}\" }"
             ),
-            route("$default", ECHO)
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let r = WsClient::connect(gw.addr, "/", &[]).err().unwrap();
@@ -160,8 +143,8 @@ fn connect_http_backend_gets_headers_and_query_and_decides() {
         "",
         &format!(
             "{}{}",
-            route("$connect", &http(yes.addr, "/connect")),
-            route("$default", ECHO)
+            ws_route("$connect", &ws_http(yes.addr, "/connect")),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let mut ws = WsClient::connect(
@@ -209,8 +192,8 @@ fn connect_http_backend_gets_headers_and_query_and_decides() {
         "",
         &format!(
             "{}{}",
-            route("$connect", &http(no.addr, "/c")),
-            route("$default", ECHO)
+            ws_route("$connect", &ws_http(no.addr, "/c")),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let r = WsClient::connect(gw.addr, "/", &[]).err().unwrap();
@@ -221,8 +204,8 @@ fn connect_http_backend_gets_headers_and_query_and_decides() {
         "",
         &format!(
             "{}{}",
-            route("$connect", &http(refused_addr(), "/c")),
-            route("$default", ECHO)
+            ws_route("$connect", &ws_http(refused_addr(), "/c")),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let r = WsClient::connect(gw.addr, "/", &[]).err().unwrap();
@@ -233,7 +216,7 @@ fn connect_http_backend_gets_headers_and_query_and_decides() {
 
 #[test]
 fn echo_text_binary_and_fragments() {
-    let gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let gw = Gateway::start(&ws_config("", &ws_route("$default", WS_ECHO)));
     let mut ws = WsClient::open(gw.addr, "/");
     assert_eq!(ws.ask("héllo"), "héllo");
     ws.send_binary(&[0, 159, 146, 150, 255]);
@@ -271,9 +254,9 @@ fn messages_route_by_action_else_default() {
         "",
         &format!(
             "{}{}{}",
-            route("a", "{ type = \"mock\", body = \"route a\" }"),
-            route("b", "{ type = \"mock\", body = \"route b\" }"),
-            route("$default", "{ type = \"mock\", body = \"default\" }")
+            ws_route("a", "{ type = \"mock\", body = \"route a\" }"),
+            ws_route("b", "{ type = \"mock\", body = \"route b\" }"),
+            ws_route("$default", "{ type = \"mock\", body = \"default\" }")
         ),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
@@ -307,8 +290,8 @@ fn route_selection_expression_is_configurable() {
         "route_selection = \"$request.body.meta.op\"",
         &format!(
             "{}{}",
-            route("ping", "{ type = \"mock\", body = \"pong\" }"),
-            route("$default", "{ type = \"mock\", body = \"default\" }")
+            ws_route("ping", "{ type = \"mock\", body = \"pong\" }"),
+            ws_route("$default", "{ type = \"mock\", body = \"default\" }")
         ),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
@@ -318,7 +301,7 @@ fn route_selection_expression_is_configurable() {
 
 #[test]
 fn no_route_and_no_default_answers_forbidden_and_stays_open() {
-    let gw = Gateway::start(&ws_config("", &route("a", ECHO)));
+    let gw = Gateway::start(&ws_config("", &ws_route("a", WS_ECHO)));
     let mut ws = WsClient::open(gw.addr, "/");
     let v: Value = serde_json::from_str(&ws.ask(r#"{"action":"zzz"}"#)).unwrap();
     assert_eq!(v["message"], "Forbidden");
@@ -335,9 +318,9 @@ fn http_route_with_return_response_sends_the_backend_body() {
         "",
         &format!(
             "{}return_response = true\n{}{}",
-            route("send", &http(echo.addr, "/send?k=v")),
-            route("fire", &http(quiet.addr, "/fire")),
-            route("$default", ECHO)
+            ws_route("send", &ws_http(echo.addr, "/send?k=v")),
+            ws_route("fire", &ws_http(quiet.addr, "/fire")),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
@@ -374,7 +357,7 @@ fn http_route_failure_sends_an_error_message() {
         "",
         &format!(
             "{}return_response = true\n",
-            route("$default", &http(refused_addr(), "/x"))
+            ws_route("$default", &ws_http(refused_addr(), "/x"))
         ),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
@@ -394,7 +377,7 @@ fn disconnect_runs_after_a_close_and_after_an_abrupt_drop() {
         &format!(
             "{}{}",
             whoami_route(&echo),
-            route("$disconnect", &http(bye.addr, "/bye"))
+            ws_route("$disconnect", &ws_http(bye.addr, "/bye"))
         ),
     ));
     let mut a = WsClient::open(gw.addr, "/");
@@ -433,7 +416,7 @@ fn connections_api_post_get_delete() {
     let echo = Backend::start(Reply::Echo);
     let gw = Gateway::start(&ws_config(
         "",
-        &format!("{}{}", whoami_route(&echo), route("$default", ECHO)),
+        &format!("{}{}", whoami_route(&echo), ws_route("$default", WS_ECHO)),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
     let before = registry_now_ms();
@@ -509,7 +492,7 @@ fn connections_api_reaches_every_core() {
     let gw = Gateway::start_cores(
         &ws_config(
             "",
-            &format!("{}{}", whoami_route(&echo), route("$default", ECHO)),
+            &format!("{}{}", whoami_route(&echo), ws_route("$default", WS_ECHO)),
         ),
         Some(2),
     );
@@ -561,7 +544,7 @@ fn connections_api_reaches_every_core() {
 fn idle_timeout_closes_with_1001() {
     let gw = Gateway::start(&ws_config(
         "idle_timeout_ms = 1000\nping_interval_ms = 0",
-        &route("$default", ECHO),
+        &ws_route("$default", WS_ECHO),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
     // Messages keep it open...
@@ -594,7 +577,7 @@ fn idle_timeout_closes_with_1001() {
 fn maximum_age_closes_busy_connections_too() {
     let gw = Gateway::start(&ws_config(
         "connection_age_max_ms = 500",
-        &route("$default", ECHO),
+        &ws_route("$default", WS_ECHO),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
     let t = Instant::now();
@@ -622,7 +605,7 @@ fn maximum_age_closes_busy_connections_too() {
 fn pings_are_answered_and_sent() {
     let gw = Gateway::start(&ws_config(
         "ping_interval_ms = 500",
-        &route("$default", ECHO),
+        &ws_route("$default", WS_ECHO),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
     ws.send_frame(true, 9, b"are you there");
@@ -656,7 +639,7 @@ fn pings_are_answered_and_sent() {
 fn frame_and_message_limits_close_with_1009() {
     let gw = Gateway::start(&ws_config(
         "frame_bytes_max = 100\nmessage_bytes_max = 150",
-        &route("$default", ECHO),
+        &ws_route("$default", WS_ECHO),
     ));
     let mut ws = WsClient::open(gw.addr, "/");
     assert_eq!(ws.ask(&"a".repeat(100)), "a".repeat(100));
@@ -694,11 +677,11 @@ fn reload_keeps_connections_and_new_messages_use_new_routes() {
             "",
             &format!(
                 "{}{}",
-                route(
+                ws_route(
                     "$default",
                     &format!("{{ type = \"mock\", body = \"{body}\" }}")
                 ),
-                route("e", ECHO)
+                ws_route("e", WS_ECHO)
             ),
         )
     };
@@ -730,8 +713,8 @@ fn drain_closes_websockets_with_1001() {
         "",
         &format!(
             "{}{}",
-            route("$default", ECHO),
-            route("$disconnect", &http(bye.addr, "/bye"))
+            ws_route("$default", WS_ECHO),
+            ws_route("$disconnect", &ws_http(bye.addr, "/bye"))
         ),
     ));
     let mut a = WsClient::open(gw.addr, "/");
@@ -758,7 +741,7 @@ fn drain_closes_websockets_with_1001() {
 
 #[test]
 fn drain_refuses_new_upgrades_with_503() {
-    let mut gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let mut gw = Gateway::start(&ws_config("", &ws_route("$default", WS_ECHO)));
     let mut a = WsClient::open(gw.addr, "/");
     assert_eq!(a.ask("x"), "x");
     // A connection accepted before the drain gets its first request served; its upgrade
@@ -793,7 +776,7 @@ fn drain_refuses_new_upgrades_with_503() {
 
 #[test]
 fn websocket_stage_over_http2_answers_426() {
-    let gw = Gateway::start(&ws_config("", &route("$default", ECHO)));
+    let gw = Gateway::start(&ws_config("", &ws_route("$default", WS_ECHO)));
     let r = tls_common::block_on(async {
         let mut send = tls_common::h2c(gw.addr).await;
         tls_common::h2_request(&mut send, "GET", &format!("http://{HOST}/"), &[], b"").await
@@ -952,7 +935,7 @@ fn iso_day(ms: u64) -> String {
 
 #[test]
 fn validate_checks_websocket_apis_with_lines() {
-    let ok = write_temp_config(&ws_config("", &route("$default", ECHO)));
+    let ok = write_temp_config(&ws_config("", &ws_route("$default", WS_ECHO)));
     let out = std::process::Command::new(bin())
         .arg("validate")
         .arg(&ok)
@@ -961,7 +944,11 @@ fn validate_checks_websocket_apis_with_lines() {
     assert!(out.status.success(), "{out:?}");
     let bad = write_temp_config(&ws_config(
         "ping_interval_ms = -5",
-        &format!("{}{}", route("$connect", ECHO), route("$nope", ECHO)),
+        &format!(
+            "{}{}",
+            ws_route("$connect", WS_ECHO),
+            ws_route("$nope", WS_ECHO)
+        ),
     ));
     let out = std::process::Command::new(bin())
         .arg("validate")

@@ -121,27 +121,11 @@ fn close_with(ws: &mut Ws, code: u16, reason: &str) {
 
 // ---- config helpers ----
 
-fn ws_config(settings: &str, routes: &str) -> String {
-    config(&format!(
-        "[[api]]\nname = \"w\"\nprotocol = \"websocket\"\n{settings}\n{routes}"
-    ))
-}
-
-fn route(key: &str, integration: &str) -> String {
-    format!("[[api.route]]\nkey = \"{key}\"\nintegration = {integration}\n")
-}
-
-const ECHO: &str = "{ type = \"mock\", echo = true }";
-
-fn http(addr: SocketAddr, path: &str) -> String {
-    format!("{{ type = \"http\", uri = \"http://{addr}{path}\" }}")
-}
-
 /// A `whoami` route answering with the event an echoing http backend received.
 fn whoami_route(echo_backend: &Backend) -> String {
     format!(
         "{}return_response = true\n",
-        route("whoami", &http(echo_backend.addr, "/whoami"))
+        ws_route("whoami", &ws_http(echo_backend.addr, "/whoami"))
     )
 }
 
@@ -161,8 +145,8 @@ fn tungstenite_echoes_through_a_mock_route() {
         "",
         &format!(
             "{}{}",
-            route("fixed", "{ type = \"mock\", body = \"a fixed reply\" }"),
-            route("$default", ECHO)
+            ws_route("fixed", "{ type = \"mock\", body = \"a fixed reply\" }"),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     // tungstenite checks Sec-WebSocket-Accept against its own key: a wrong one fails here.
@@ -203,8 +187,8 @@ fn tungstenite_connect_refused_by_its_integration() {
         "",
         &format!(
             "{}{}",
-            route("$connect", &http(no.addr, "/connect")),
-            route("$default", ECHO)
+            ws_route("$connect", &ws_http(no.addr, "/connect")),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     match try_open(gw.addr, "/?token=bad", &[]) {
@@ -227,8 +211,8 @@ fn tungstenite_connect_refused_by_its_integration() {
         "",
         &format!(
             "{}{}",
-            route("$connect", "{ type = \"mock\", status = 403 }"),
-            route("$default", ECHO)
+            ws_route("$connect", "{ type = \"mock\", status = 403 }"),
+            ws_route("$default", WS_ECHO)
         ),
     ));
     match try_open(gw.addr, "/", &[]) {
@@ -244,7 +228,7 @@ fn tungstenite_receives_connections_pushes_and_delete() {
     let echo = Backend::start(Reply::Echo);
     let gw = Gateway::start(&ws_config(
         "",
-        &format!("{}{}", whoami_route(&echo), route("$default", ECHO)),
+        &format!("{}{}", whoami_route(&echo), ws_route("$default", WS_ECHO)),
     ));
     let mut ws = open(gw.addr, "/");
     let id = whoami(&mut ws);
@@ -273,7 +257,7 @@ fn a_client_that_does_not_read_its_pushes_gets_them_after_429() {
     let echo = Backend::start(Reply::Echo);
     let gw = Gateway::start(&ws_config(
         "",
-        &format!("{}{}", whoami_route(&echo), route("$default", ECHO)),
+        &format!("{}{}", whoami_route(&echo), ws_route("$default", WS_ECHO)),
     ));
     let mut ws = open(gw.addr, "/");
     let id = whoami(&mut ws);
@@ -316,8 +300,8 @@ fn close_handshake_codes_both_ways() {
         "frame_bytes_max = 100\nidle_timeout_ms = 800\nping_interval_ms = 0",
         &format!(
             "{}{}",
-            route("$default", ECHO),
-            route("$disconnect", &http(bye.addr, "/bye"))
+            ws_route("$default", WS_ECHO),
+            ws_route("$disconnect", &ws_http(bye.addr, "/bye"))
         ),
     ));
     // Client first: the gateway echoes the code, and $disconnect sees it and the reason.

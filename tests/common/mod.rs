@@ -1484,3 +1484,25 @@ impl Gateway {
         c.read_response()
     }
 }
+
+// ---- WebSocket API configs (tests/websocket.rs, tests/websocket_interop.rs) ----
+
+/// A websocket API `w` with `settings` lines and `routes` (TOML).
+pub fn ws_config(settings: &str, routes: &str) -> String {
+    config(&format!(
+        "[[api]]\nname = \"w\"\nprotocol = \"websocket\"\n{settings}\n{routes}"
+    ))
+}
+
+/// A websocket API route: its route key and integration (inline TOML table).
+pub fn ws_route(key: &str, integration: &str) -> String {
+    format!("[[api.route]]\nkey = \"{key}\"\nintegration = {integration}\n")
+}
+
+/// The mock integration that echoes every message.
+pub const WS_ECHO: &str = "{ type = \"mock\", echo = true }";
+
+/// An `http` integration posting events to `path` on `addr`.
+pub fn ws_http(addr: SocketAddr, path: &str) -> String {
+    format!("{{ type = \"http\", uri = \"http://{addr}{path}\" }}")
+}
