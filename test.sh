@@ -127,6 +127,13 @@ step "fuzz targets compile (run them with cargo fuzz; see README)"
 (cd fuzz && cargo check --quiet --bins)
 
 step "tollgate validate examples/*.toml"
+# examples/https.toml needs the test certificate its header (and the README) tells how to make.
+if [[ ! -f examples/certs/api.pem ]]; then
+    mkdir -p examples/certs
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -keyout examples/certs/api.key -out examples/certs/api.pem \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+fi
 for f in examples/*.toml; do ./target/debug/tollgate validate "$f"; done
 
 step "load client unit tests (loadtest/client, its own workspace)"
